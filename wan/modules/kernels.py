@@ -1,0 +1,264 @@
+"""Device-portable kernels: the only place that knows which MindSpore ops exist on which device.
+
+Model code calls these functions and cells and never a device-specific op. Two backends, chosen once:
+
+- ``"ascend"``: the fast fused kernels (``mint`` ops, ``ops.flash_attention_score``) in the model's dtype.
+- ``"reference"``: ops that have CPU kernels in MindSpore 2.7 (classic ``ops``/``nn``), computed in float32
+  (float64 where the official code uses float64). This is the path the tests run.
+
+Both backends have the same contract (shapes, dtypes in and out, masking semantics), so a model behaves the
+same on either, up to the rounding of the compute dtype.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, mint, nn, ops
+
+BACKENDS = ("ascend", "reference")
+_backend: Optional[str] = None
+
+# Upper bound on the float32 score matrix of one attention chunk on the reference path (bytes). Chunking the
+# queries keeps CPU memory flat for long sequences without changing the result (rows are independent).
+_REFERENCE_SCORE_BYTES = 256 * 1024 * 1024
+
+
+def backend() -> str:
+    """The active backend, resolved from the MindSpore device target on first use."""
+    global _backend
+    if _backend is None:
+        _backend = "ascend" if ms.get_context("device_target") == "Ascend" else "reference"
+    return _backend
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Force a backend ("ascend" or "reference"), or None to resolve it from the device target again."""
+    global _backend
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; expected one of {BACKENDS} or None")
+    _backend = name
+
+
+def rope_dtype():
+    """Dtype of the rotary-embedding arithmetic: float64 like the official code where the device has it."""
+    return ms.float64 if backend() == "reference" else ms.float32
+
+
+# ----------------------------------------------------------------------------------------------- activations
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    """GELU with the tanh approximation, in the dtype of ``x``.
+
+    The reference path uses the identity 0.5 * (1 + tanh(u)) == sigmoid(2u): MindSpore's CPU ``tanh`` is only
+    accurate to ~1e-4 relative, while ``sigmoid`` is accurate to float32 rounding.
+    """
+    if backend() == "ascend":
+        return mint.nn.functional.gelu(x, approximate="tanh")
+    xf = x.astype(ms.float32)
+    u = math.sqrt(2.0 / math.pi) * (xf + 0.044715 * xf * xf * xf)
+    return (xf * ops.sigmoid(2.0 * u)).astype(x.dtype)
+
+
+def silu(x: Tensor) -> Tensor:
+    return ops.silu(x)
+
+
+# ----------------------------------------------------------------------------------------------------- norms
+
+def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+               eps: float = 1e-6) -> Tensor:
+    """LayerNorm over the last axis, computed in float32 and returned in the dtype of ``x``.
+
+    ``weight``/``bias`` of shape [C] or None (no affine).
+    """
+    c = x.shape[-1]
+    xf = x.astype(ms.float32)
+    w = ops.ones((c,), ms.float32) if weight is None else weight.astype(ms.float32)
+    b = ops.zeros((c,), ms.float32) if bias is None else bias.astype(ms.float32)
+    if backend() == "ascend":
+        y = mint.nn.functional.layer_norm(xf, (c,), w, b, eps)
+    else:
+        y = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(xf, w, b)[0]
+    return y.astype(x.dtype)
+
+
+def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
+    """x * rsqrt(mean(x^2) + eps) over the last axis in float32, cast back to x.dtype, then * weight.
+
+    The cast happens before the weight multiply, as in the official ``WanRMSNorm``; a fused kernel would round
+    differently in bf16, so both backends use these elementwise ops.
+    """
+    xf = x.astype(ms.float32)
+    y = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + eps)
+    y = y.astype(x.dtype)
+    return y if weight is None else y * weight
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm with optional affine, parameters named ``weight``/``bias`` like PyTorch's."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = False, dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        if elementwise_affine:
+            self.weight = Parameter(ops.ones((dim,), dtype), name="weight")
+            self.bias = Parameter(ops.zeros((dim,), dtype), name="bias")
+        else:
+            self.weight = None
+            self.bias = None
+
+    def construct(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Cell):
+    """RMS norm over the last axis with a learned scale ``weight`` [dim]."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = Parameter(ops.ones((dim,), dtype), name="weight")
+
+    def construct(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+# ---------------------------------------------------------------------------------------------------- linear
+
+class Linear(nn.Cell):
+    """y = x @ weight.T + bias with PyTorch's parameter layout (weight [out, in]).
+
+    The input is cast to the compute dtype: the weight's dtype by default, or ``compute_dtype`` for the layers
+    the official code runs in float32 under autocast (time embedding, modulation, head).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=ms.float32,
+                 compute_dtype=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.compute_dtype = compute_dtype
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(
+            ms.common.initializer.initializer(ms.common.initializer.Uniform(bound), (out_features, in_features),
+                                              dtype), name="weight")
+        self.bias = Parameter(ops.zeros((out_features,), dtype), name="bias") if bias else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        dtype = self.compute_dtype or self.weight.dtype
+        w = self.weight if self.weight.dtype == dtype else self.weight.astype(dtype)
+        b = self.bias
+        if b is not None and b.dtype != dtype:
+            b = b.astype(dtype)
+        return ops.dense(x.astype(dtype), w, b)
+
+
+# ------------------------------------------------------------------------------------------------- attention
+
+def _lengths(k_lens: Union[None, Sequence[int], np.ndarray, Tensor], batch: int, lk: int) -> Optional[np.ndarray]:
+    """Key lengths as int64 numpy [B], or None when every key is valid."""
+    if k_lens is None:
+        return None
+    lens = k_lens.asnumpy() if isinstance(k_lens, Tensor) else np.asarray(k_lens)
+    lens = lens.astype(np.int64).reshape(-1)
+    assert lens.shape[0] == batch, f"k_lens has {lens.shape[0]} entries for a batch of {batch}"
+    assert (lens >= 1).all() and (lens <= lk).all(), f"k_lens {lens.tolist()} outside [1, {lk}]"
+    return None if (lens == lk).all() else lens
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optional[float] = None) -> Tensor:
+    """Multi-head scaled dot-product attention without a causal mask.
+
+    Args:
+        q: [B, Lq, N, D]; k, v: [B, Lk, N, D].
+        k_lens: per-sample count of valid keys [B] (list, numpy or Tensor); keys at or past it are ignored.
+            None means all Lk keys are valid.
+        softmax_scale: defaults to 1/sqrt(D).
+    Returns:
+        [B, Lq, N, D] in the dtype of q.
+    """
+    b, lq, n, d = q.shape
+    lk = k.shape[1]
+    scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
+    lens = _lengths(k_lens, b, lk)
+    if backend() == "ascend":
+        return _attention_ascend(q, k, v, lens, scale)
+    return _attention_reference(q, k, v, lens, scale)
+
+
+def _attention_reference(q, k, v, lens, scale):
+    b, lq, n, d = q.shape
+    lk = k.shape[1]
+    qh = q.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, N, Lq, D]
+    kt = k.astype(ms.float32).transpose(0, 2, 3, 1)  # [B, N, D, Lk]
+    vh = v.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, N, Lk, D]
+    bias = None
+    if lens is not None:
+        masked = np.arange(lk)[None, :] >= lens[:, None]  # [B, Lk]
+        bias = Tensor(np.where(masked, -np.inf, 0.0).astype(np.float32).reshape(b, 1, 1, lk))
+    rows = max(1, _REFERENCE_SCORE_BYTES // (4 * b * n * lk))
+    outs = []
+    for start in range(0, lq, rows):
+        scores = ops.matmul(qh[:, :, start:start + rows], kt) * scale
+        if bias is not None:
+            scores = scores + bias
+        outs.append(ops.matmul(ops.softmax(scores, -1), vh))
+    out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+    return out.transpose(0, 2, 1, 3).astype(q.dtype)
+
+
+def _attention_ascend(q, k, v, lens, scale):
+    # The fused kernel takes half precision only; the official GPU path also casts float32 inputs to bf16.
+    out_dtype = q.dtype
+    half = q.dtype if q.dtype in (ms.float16, ms.bfloat16) else ms.bfloat16
+    q, k, v = q.astype(half), k.astype(half), v.astype(half)
+    n = q.shape[2]
+
+    def fused(qi, ki, vi):
+        return ops.flash_attention_score(qi, ki, vi, n, input_layout="BSND", scalar_value=scale)
+
+    if lens is None:
+        out = fused(q, k, v)
+    else:  # ragged keys: run each sample on its valid keys (batches here are 1 or 2 samples)
+        out = ops.cat([fused(q[i:i + 1], k[i:i + 1, :int(lens[i])], v[i:i + 1, :int(lens[i])])
+                       for i in range(q.shape[0])], 0)
+    return out.astype(out_dtype)
+
+
+# ------------------------------------------------------------------------------------------ patch embedding
+
+class PatchEmbed3d(nn.Cell):
+    """A Conv3d whose kernel equals its stride (non-overlapping patches), as a single matmul.
+
+    Same parameters as ``torch.nn.Conv3d(in_dim, dim, kernel_size=patch, stride=patch)``:
+    ``weight`` [dim, in_dim, pt, ph, pw] and ``bias`` [dim]. Trailing frames/rows that do not fill a patch are
+    dropped, as a strided convolution does. Exact on every device and avoids Conv3d, which has no CPU kernel
+    in ``mint``.
+    """
+
+    def __init__(self, in_dim: int, dim: int, patch_size: Sequence[int], dtype=ms.float32):
+        super().__init__()
+        self.in_dim = in_dim
+        self.dim = dim
+        self.patch_size = tuple(int(p) for p in patch_size)
+        fan_in = in_dim * int(np.prod(self.patch_size))
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = Parameter(ms.common.initializer.initializer(
+            ms.common.initializer.Uniform(bound), (dim, in_dim, *self.patch_size), dtype), name="weight")
+        self.bias = Parameter(ops.zeros((dim,), dtype), name="bias")
+
+    def construct(self, x: Tensor) -> Tensor:
+        """x: [B, C, F, H, W] -> [B, dim, F/pt, H/ph, W/pw]."""
+        bsz, c, f, h, w = x.shape
+        pt, ph, pw = self.patch_size
+        gf, gh, gw = f // pt, h // ph, w // pw
+        x = x[:, :, :gf * pt, :gh * ph, :gw * pw].astype(self.weight.dtype)
+        x = x.reshape(bsz, c, gf, pt, gh, ph, gw, pw).transpose(0, 2, 4, 6, 1, 3, 5, 7)
+        x = x.reshape(bsz, gf * gh * gw, c * pt * ph * pw)
+        y = ops.dense(x, self.weight.reshape(self.dim, -1), self.bias)  # [B, L, dim]
+        return y.transpose(0, 2, 1).reshape(bsz, self.dim, gf, gh, gw)
