@@ -262,3 +262,71 @@ class PatchEmbed3d(nn.Cell):
         x = x.reshape(bsz, gf * gh * gw, c * pt * ph * pw)
         y = ops.dense(x, self.weight.reshape(self.dim, -1), self.bias)  # [B, L, dim]
         return y.transpose(0, 2, 1).reshape(bsz, self.dim, gf, gh, gw)
+
+
+# ------------------------------------------------------------------------------------------- convolutions
+
+def conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0) -> Tensor:
+    """3-D convolution with PyTorch's layout and symmetric zero padding.
+
+    Args:
+        x: [B, Cin, T, H, W]; weight: [Cout, Cin, kt, kh, kw]; bias: [Cout] or None.
+        stride, padding: int or (t, h, w); padding is applied on both sides of each axis.
+    Returns:
+        [B, Cout, T', H', W'] in the dtype of ``weight`` (x is cast to it).
+    """
+    x = x.astype(weight.dtype)
+    stride = _triple(stride)
+    padding = _triple(padding)
+    if backend() == "ascend":
+        return mint.nn.functional.conv3d(x, weight, bias, stride, padding)
+    mode = "pad" if any(padding) else "valid"
+    y = ops.conv3d(x, weight, None, stride, mode, padding if any(padding) else 0)
+    if bias is not None:  # ops.conv3d on CPU handles bias, but bias_add keeps both conv paths alike
+        y = ops.bias_add(y, bias)
+    return y
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0) -> Tensor:
+    """2-D convolution with PyTorch's layout and symmetric zero padding.
+
+    Args:
+        x: [B, Cin, H, W]; weight: [Cout, Cin, kh, kw]; bias: [Cout] or None.
+    Returns:
+        [B, Cout, H', W'] in the dtype of ``weight``.
+    """
+    x = x.astype(weight.dtype)
+    stride = _pair(stride)
+    padding = _pair(padding)
+    if backend() == "ascend":
+        return mint.nn.functional.conv2d(x, weight, bias, stride, padding)
+    mode = "pad" if any(padding) else "valid"
+    y = ops.conv2d(x, weight, None, stride, mode, padding if any(padding) else 0)
+    if bias is not None:
+        y = ops.bias_add(y, bias)
+    return y
+
+
+def zero_pad(x: Tensor, pads: Sequence[int]) -> Tensor:
+    """Constant-zero padding in ``torch.nn.functional.pad`` order: (last_lo, last_hi, prev_lo, prev_hi, ...).
+
+    ``F.pad`` has no CPU kernel in MindSpore 2.7; the ``Pad`` primitive does.
+    """
+    pads = [int(p) for p in pads]
+    assert len(pads) % 2 == 0 and len(pads) // 2 <= x.ndim, f"bad pads {pads} for a {x.ndim}-D tensor"
+    if not any(pads):
+        return x
+    if backend() == "ascend":
+        return mint.nn.functional.pad(x, tuple(pads))
+    spec = [(0, 0)] * x.ndim
+    for i in range(len(pads) // 2):
+        spec[x.ndim - 1 - i] = (pads[2 * i], pads[2 * i + 1])
+    return ops.Pad(tuple(spec))(x)
+
+
+def _triple(v) -> tuple:
+    return (int(v),) * 3 if isinstance(v, (int, np.integer)) else tuple(int(i) for i in v)
+
+
+def _pair(v) -> tuple:
+    return (int(v),) * 2 if isinstance(v, (int, np.integer)) else tuple(int(i) for i in v)
