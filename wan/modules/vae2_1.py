@@ -1,0 +1,555 @@
+"""Wan2.1 causal 3-D video VAE (MindSpore), numerically equal to the official ``wan/modules/vae2_1.py``.
+
+Tensor layout is channel-first video ``[B, C, T, H, W]`` throughout. Parameter names equal the official
+state-dict keys (``encoder.conv1.weight``, ``encoder.downsamples.0.residual.0.gamma``,
+``decoder.upsamples.3.resample.1.weight``, ``conv1.weight``, ...), so a ``Wan2.1_VAE.pth`` loads without renames.
+
+Causality and chunking. Every temporal convolution pads time at the front only. The official model never runs
+a whole clip through the network at once: encode feeds frame chunks [1, 4, 4, ...] and decode one latent frame
+at a time, and each cached layer keeps the last ``CACHE_T`` input frames of the previous chunk in a
+:class:`FeatureCache`. Because the chunk boundaries change what the temporal up/down-samplers see, the result is
+NOT the same as one full-clip convolution; this module reproduces the chunked computation exactly.
+
+Shared building blocks (also used by ``vae2_2``): :data:`CACHE_T`, :class:`FeatureCache`,
+:class:`CausalConv3d`, :class:`RMS_norm`, :class:`Conv2d`, :class:`Upsample`, :class:`ZeroPad2d`,
+:class:`Resample`, :class:`ResidualBlock`, :class:`AttentionBlock`, :func:`frames_to_images`,
+:func:`images_to_frames`, and the spatial tiling helpers (:func:`tiled_decode`, :func:`tiled_encode`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from . import kernels as K
+
+__all__ = [
+    "CACHE_T", "FeatureCache", "UPSAMPLE_FIRST_CHUNK_DONE", "CausalConv3d", "RMS_norm", "Conv2d", "Upsample",
+    "ZeroPad2d", "SiLU", "Resample", "ResidualBlock", "AttentionBlock", "Encoder3d", "Decoder3d", "WanVAE_",
+    "Wan2_1_VAE", "frames_to_images", "images_to_frames",
+]
+
+# Number of trailing input frames a cached causal conv keeps for the next chunk (its temporal kernel is 3).
+CACHE_T = 2
+
+
+# -------------------------------------------------------------------------------------------- feature cache
+
+class _Marker:
+    def __init__(self, name: str):
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+# Slot value of a temporal upsampler after the first chunk. The first chunk is not doubled in time (the first
+# latent frame becomes one frame); the next chunk then runs the time conv with zero history (official "Rep").
+UPSAMPLE_FIRST_CHUNK_DONE = _Marker("UPSAMPLE_FIRST_CHUNK_DONE")
+
+
+class FeatureCache:
+    """State carried from one chunk to the next during one chunked causal pass (one encode or one decode).
+
+    Every cached layer owns one slot, allocated in call order during the first chunk; each chunk visits the
+    layers in the same order, so the k-th ``read``/``write`` of a chunk always refers to the k-th layer.
+    Usage per chunk::
+
+        cache.begin_chunk()
+        y = encoder(x_chunk, cache)      # layers call cache.read() then cache.write(value) exactly once each
+
+    A slot holds ``None`` (layer not seen yet), a Tensor ``[B, C, <=CACHE_T, H, W]`` (trailing input frames of
+    the previous chunk), or :data:`UPSAMPLE_FIRST_CHUNK_DONE`.
+    """
+
+    def __init__(self):
+        self._slots: List[object] = []
+        self._cursor = 0
+        self.chunks_started = 0
+
+    def begin_chunk(self) -> None:
+        """Rewind to the first slot; call before running the network on each chunk."""
+        self._cursor = 0
+        self.chunks_started += 1
+
+    @property
+    def is_first_chunk(self) -> bool:
+        """True while the first chunk of the pass runs."""
+        return self.chunks_started <= 1
+
+    def read(self):
+        """The current layer's slot value (None on the layer's first chunk)."""
+        return self._slots[self._cursor] if self._cursor < len(self._slots) else None
+
+    def write(self, value) -> None:
+        """Store the current layer's value for the next chunk and move on to the next layer's slot."""
+        if self._cursor == len(self._slots):
+            self._slots.append(value)
+        else:
+            self._slots[self._cursor] = value
+        self._cursor += 1
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+def _keep_tail(x: Tensor, previous) -> Tensor:
+    """The last CACHE_T frames of ``x`` [B, C, T, H, W]; when the chunk is shorter, prepend the last frame of
+    the previous chunk's cache so the next chunk still sees two frames of history."""
+    tail = x[:, :, -CACHE_T:]
+    if tail.shape[2] < CACHE_T and isinstance(previous, Tensor):
+        tail = ops.cat([previous[:, :, -1:].astype(tail.dtype), tail], 2)
+    return tail
+
+
+# ------------------------------------------------------------------------------------------- layout helpers
+
+def frames_to_images(x: Tensor) -> Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W] (frame-major, like einops 'b c t h w -> (b t) c h w')."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+
+def images_to_frames(x: Tensor, t: int) -> Tensor:
+    """[B*T, C, H, W] -> [B, C, T, H, W]."""
+    bt, c, h, w = x.shape
+    return x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _uniform(shape, fan_in: int, dtype) -> Parameter:
+    # PyTorch's default conv init (kaiming_uniform a=sqrt(5) == U(+-1/sqrt(fan_in))); weights are normally
+    # overwritten by a checkpoint.
+    bound = 1.0 / math.sqrt(fan_in)
+    return Parameter(ms.common.initializer.initializer(ms.common.initializer.Uniform(bound), shape, dtype))
+
+
+# ---------------------------------------------------------------------------------------------- primitives
+
+class CausalConv3d(nn.Cell):
+    """3-D convolution, causal in time: zero padding of 2*pad_t frames at the front, none at the back.
+
+    Same parameters as ``torch.nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding)``:
+    ``weight`` [Cout, Cin, kt, kh, kw], ``bias`` [Cout]. Spatial padding is symmetric.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = K._triple(kernel_size)
+        self.stride = K._triple(stride)
+        pad_t, pad_h, pad_w = K._triple(padding)
+        self.time_pad = 2 * pad_t
+        self.spatial_padding = (0, pad_h, pad_w)
+        fan_in = in_channels * int(np.prod(self.kernel_size))
+        self.weight = _uniform((out_channels, in_channels, *self.kernel_size), fan_in, dtype)
+        self.bias = _uniform((out_channels,), fan_in, dtype)
+
+    def construct(self, x: Tensor, cache_x: Optional[Tensor] = None) -> Tensor:
+        """x: [B, Cin, T, H, W]; cache_x: [B, Cin, <=2, H, W] frames preceding x (replace as much front
+        padding). Returns [B, Cout, T', H', W'] in the weight dtype."""
+        time_pad = self.time_pad
+        if cache_x is not None and time_pad > 0:
+            x = ops.cat([cache_x.astype(x.dtype), x], 2)
+            time_pad -= cache_x.shape[2]
+        if time_pad > 0:
+            x = K.zero_pad(x, (0, 0, 0, 0, time_pad, 0))
+        return K.conv3d(x, self.weight, self.bias, self.stride, self.spatial_padding)
+
+    def cached(self, x: Tensor, cache: FeatureCache) -> Tensor:
+        """Run on one chunk, using and updating this layer's slot in ``cache`` (official feat_cache step)."""
+        previous = cache.read()
+        tail = _keep_tail(x, previous)
+        out = self(x, previous)
+        cache.write(tail)
+        return out
+
+
+class Conv2d(nn.Cell):
+    """2-D convolution with ``torch.nn.Conv2d``'s parameters: ``weight`` [Cout, Cin, kh, kw], ``bias`` [Cout]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dtype=ms.float32):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = K._pair(kernel_size)
+        self.stride = K._pair(stride)
+        self.padding = K._pair(padding)
+        fan_in = in_channels * int(np.prod(self.kernel_size))
+        self.weight = _uniform((out_channels, in_channels, *self.kernel_size), fan_in, dtype)
+        self.bias = _uniform((out_channels,), fan_in, dtype)
+
+    def construct(self, x: Tensor) -> Tensor:
+        """x: [N, Cin, H, W] -> [N, Cout, H', W']."""
+        return K.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class RMS_norm(nn.Cell):
+    """normalize(x, dim=channel) * sqrt(C) * gamma (+ bias), computed in float32, returned in x's dtype.
+
+    ``gamma`` has the official shape: [C, 1, 1, 1] for video (``images=False``), [C, 1, 1] for images,
+    [C] when ``channel_first=False``.
+    """
+
+    def __init__(self, dim: int, channel_first: bool = True, images: bool = True, bias: bool = False,
+                 dtype=ms.float32):
+        super().__init__()
+        broadcast = (1, 1) if images else (1, 1, 1)
+        shape = (dim, *broadcast) if channel_first else (dim,)
+        self.channel_first = channel_first
+        self.scale = dim ** 0.5
+        self.gamma = Parameter(ops.ones(shape, dtype))
+        self.bias = Parameter(ops.zeros(shape, dtype)) if bias else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        axis = 1 if self.channel_first else -1
+        xf = x.astype(ms.float32)
+        # F.normalize: x / max(||x||_2, 1e-12)
+        norm = ops.sqrt(ops.sum(xf * xf, axis, keepdim=True))
+        y = xf / ops.maximum(norm, 1e-12) * self.scale * self.gamma.astype(ms.float32)
+        if self.bias is not None:
+            y = y + self.bias.astype(ms.float32)
+        return y.astype(x.dtype)
+
+
+class SiLU(nn.Cell):
+    def construct(self, x: Tensor) -> Tensor:
+        return K.silu(x)
+
+
+class Identity(nn.Cell):
+    """Pass-through (also stands in for inference-time Dropout, keeping the official Sequential indices)."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Upsample(nn.Cell):
+    """Nearest 2x spatial upsampling of images [N, C, H, W].
+
+    The official layer uses mode "nearest-exact"; for an integer factor of 2 both pick source pixel i // 2,
+    so a broadcast copy is exact (and has no dtype restriction).
+    """
+
+    def construct(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        x = ops.broadcast_to(x.reshape(n, c, h, 1, w, 1), (n, c, h, 2, w, 2))
+        return x.reshape(n, c, 2 * h, 2 * w)
+
+
+class ZeroPad2d(nn.Cell):
+    """Zero padding of images [N, C, H, W]; ``padding`` = (left, right, top, bottom) like torch."""
+
+    def __init__(self, padding: Sequence[int]):
+        super().__init__()
+        self.padding = tuple(int(p) for p in padding)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return K.zero_pad(x, self.padding)
+
+
+# ------------------------------------------------------------------------------------------------- blocks
+
+class Resample(nn.Cell):
+    """Spatial 2x up/down-sampling, optionally with a causal 2x temporal up/down-sampling.
+
+    Modes: "none", "upsample2d", "upsample3d", "downsample2d", "downsample3d". Children follow the official
+    tree: ``resample`` (a sequence whose index 1 is the conv: ``resample.1.weight``) and ``time_conv``.
+
+    Args:
+        dim: input channels.
+        out_dim: channels after an upsampling conv; default ``dim // 2`` (Wan2.1). Wan2.2 passes ``dim``.
+            Downsampling always keeps ``dim``.
+    """
+
+    MODES = ("none", "upsample2d", "upsample3d", "downsample2d", "downsample3d")
+
+    def __init__(self, dim: int, mode: str, out_dim: Optional[int] = None, dtype=ms.float32):
+        super().__init__()
+        assert mode in self.MODES, f"unknown Resample mode {mode!r}"
+        self.dim = dim
+        self.mode = mode
+        up_dim = dim // 2 if out_dim is None else out_dim
+        if mode in ("upsample2d", "upsample3d"):
+            self.resample = nn.SequentialCell([Upsample(), Conv2d(dim, up_dim, 3, padding=1, dtype=dtype)])
+        elif mode in ("downsample2d", "downsample3d"):
+            self.resample = nn.SequentialCell([ZeroPad2d((0, 1, 0, 1)), Conv2d(dim, dim, 3, stride=2, dtype=dtype)])
+        else:
+            self.resample = Identity()
+        if mode == "upsample3d":
+            self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0), dtype=dtype)
+        elif mode == "downsample3d":
+            self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=0, dtype=dtype)
+        else:
+            self.time_conv = None
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, C, T, H, W] -> [B, C', T', H*2 or H/2, W*2 or W/2].
+
+        Temporal resampling happens only with a cache (chunked pass), as in the official code: upsample3d
+        leaves the first chunk at T frames and doubles later chunks; downsample3d leaves the first chunk
+        alone and halves later chunks (prefixed with the previous chunk's last frame).
+        """
+        b, c, t, h, w = x.shape
+        if self.mode == "upsample3d" and cache is not None:
+            previous = cache.read()
+            if previous is None:
+                cache.write(UPSAMPLE_FIRST_CHUNK_DONE)
+            else:
+                tail = x[:, :, -CACHE_T:]
+                if tail.shape[2] < CACHE_T:
+                    if previous is UPSAMPLE_FIRST_CHUNK_DONE:
+                        history = ops.zeros(tail.shape, tail.dtype)
+                    else:
+                        history = previous[:, :, -1:].astype(tail.dtype)
+                    tail = ops.cat([history, tail], 2)
+                x = self.time_conv(x, None if previous is UPSAMPLE_FIRST_CHUNK_DONE else previous)
+                cache.write(tail)
+                # channels [2, C] -> frames interleaved: (t0 a, t0 b, t1 a, t1 b, ...)
+                x = x.reshape(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
+        t = x.shape[2]
+        x = images_to_frames(self.resample(frames_to_images(x)), t)
+
+        if self.mode == "downsample3d" and cache is not None:
+            previous = cache.read()
+            if previous is None:
+                # only the last frame is ever read back (the official code stores the whole chunk)
+                cache.write(x[:, :, -1:])
+            else:
+                tail = x[:, :, -1:]
+                x = self.time_conv(ops.cat([previous[:, :, -1:].astype(x.dtype), x], 2))
+                cache.write(tail)
+        return x
+
+
+class ResidualBlock(nn.Cell):
+    """RMS_norm, SiLU, CausalConv3d(3), RMS_norm, SiLU, Dropout, CausalConv3d(3), plus a 1x1x1 shortcut when
+    the width changes. ``residual.{0,2,3,6}`` and ``shortcut`` as in the official state dict."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0, dtype=ms.float32):
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.residual = nn.CellList([
+            RMS_norm(in_dim, images=False, dtype=dtype), SiLU(),
+            CausalConv3d(in_dim, out_dim, 3, padding=1, dtype=dtype),
+            RMS_norm(out_dim, images=False, dtype=dtype), SiLU(), Identity(),
+            CausalConv3d(out_dim, out_dim, 3, padding=1, dtype=dtype)])
+        self.shortcut = CausalConv3d(in_dim, out_dim, 1, dtype=dtype) if in_dim != out_dim else Identity()
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, in_dim, T, H, W] -> [B, out_dim, T, H, W]."""
+        h = self.shortcut(x)
+        for layer in self.residual:
+            if cache is not None and isinstance(layer, CausalConv3d):
+                x = layer.cached(x, cache)
+            else:
+                x = layer(x)
+        return x + h
+
+
+class AttentionBlock(nn.Cell):
+    """Single-head self-attention over the H*W positions of each frame separately (no temporal mixing)."""
+
+    def __init__(self, dim: int, dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.norm = RMS_norm(dim, dtype=dtype)
+        self.to_qkv = Conv2d(dim, dim * 3, 1, dtype=dtype)
+        self.proj = Conv2d(dim, dim, 1, dtype=dtype)
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, C, T, H, W] -> same shape. ``cache`` is accepted and unused (the block is per-frame)."""
+        identity = x
+        b, c, t, h, w = x.shape
+        y = self.norm(frames_to_images(x))
+        qkv = self.to_qkv(y).reshape(b * t, 3 * c, h * w).permute(0, 2, 1)  # [BT, HW, 3C]
+        q = qkv[:, :, :c].reshape(b * t, h * w, 1, c)
+        k = qkv[:, :, c:2 * c].reshape(b * t, h * w, 1, c)
+        v = qkv[:, :, 2 * c:].reshape(b * t, h * w, 1, c)
+        y = K.attention(q, k, v)  # [BT, HW, 1, C]
+        y = y.reshape(b * t, h * w, c).permute(0, 2, 1).reshape(b * t, c, h, w)
+        y = self.proj(y)
+        return images_to_frames(y, t) + identity
+
+
+def _run_head(head: nn.CellList, x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
+    for layer in head:
+        if cache is not None and isinstance(layer, CausalConv3d):
+            x = layer.cached(x, cache)
+        else:
+            x = layer(x)
+    return x
+
+
+def _run_conv(conv: CausalConv3d, x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
+    return conv(x) if cache is None else conv.cached(x, cache)
+
+
+# ---------------------------------------------------------------------------------------- encoder / decoder
+
+class Encoder3d(nn.Cell):
+    """Video [B, 3, T, H, W] -> [B, z_dim, T', H/8, W/8] (z_dim here is 2x the latent channels: mu, log_var).
+
+    Args follow the official ``Encoder3d``; ``temperal_downsample[i]`` (official spelling) says whether level
+    i also halves time.
+    """
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_downsample = list(temperal_downsample)
+
+        dims = [dim * u for u in [1] + self.dim_mult]
+        scale = 1.0
+        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1, dtype=dtype)
+        blocks = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(num_res_blocks):
+                blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
+                if scale in self.attn_scales:
+                    blocks.append(AttentionBlock(out_dim, dtype=dtype))
+                in_dim = out_dim
+            if i != len(self.dim_mult) - 1:
+                mode = "downsample3d" if self.temperal_downsample[i] else "downsample2d"
+                blocks.append(Resample(out_dim, mode=mode, dtype=dtype))
+                scale /= 2.0
+        self.downsamples = nn.CellList(blocks)
+        self.middle = nn.CellList([ResidualBlock(out_dim, out_dim, dropout, dtype=dtype),
+                                   AttentionBlock(out_dim, dtype=dtype),
+                                   ResidualBlock(out_dim, out_dim, dropout, dtype=dtype)])
+        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
+                                 CausalConv3d(out_dim, z_dim, 3, padding=1, dtype=dtype)])
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, 3, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
+        x = _run_conv(self.conv1, x, cache)
+        for layer in self.downsamples:
+            x = layer(x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        return _run_head(self.head, x, cache)
+
+
+class Decoder3d(nn.Cell):
+    """Latent [B, z_dim, T, h, w] -> video [B, 3, T', 8h, 8w]; ``temperal_upsample[i]`` says whether level i
+    doubles time (official spelling)."""
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_upsample: Sequence[bool] = (False, True, True), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_upsample = list(temperal_upsample)
+
+        dims = [dim * u for u in [self.dim_mult[-1]] + self.dim_mult[::-1]]
+        scale = 1.0 / 2 ** (len(self.dim_mult) - 2)
+        self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1, dtype=dtype)
+        self.middle = nn.CellList([ResidualBlock(dims[0], dims[0], dropout, dtype=dtype),
+                                   AttentionBlock(dims[0], dtype=dtype),
+                                   ResidualBlock(dims[0], dims[0], dropout, dtype=dtype)])
+        blocks = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if i in (1, 2, 3):  # the previous level's Resample halved the channels
+                in_dim = in_dim // 2
+            for _ in range(num_res_blocks + 1):
+                blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
+                if scale in self.attn_scales:
+                    blocks.append(AttentionBlock(out_dim, dtype=dtype))
+                in_dim = out_dim
+            if i != len(self.dim_mult) - 1:
+                mode = "upsample3d" if self.temperal_upsample[i] else "upsample2d"
+                blocks.append(Resample(out_dim, mode=mode, dtype=dtype))
+                scale *= 2.0
+        self.upsamples = nn.CellList(blocks)
+        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
+                                 CausalConv3d(out_dim, 3, 3, padding=1, dtype=dtype)])
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 3, T', 8h, 8w]."""
+        x = _run_conv(self.conv1, x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        for layer in self.upsamples:
+            x = layer(x, cache)
+        return _run_head(self.head, x, cache)
+
+
+# ------------------------------------------------------------------------------------------------ chunking
+
+def encode_chunks(num_frames: int) -> List[Tuple[int, int]]:
+    """Frame ranges of the official encode chunks: [0,1), [1,5), [5,9), ... (1 + 4k frames are consumed;
+    the official code silently drops a remainder)."""
+    return [(0, 1)] + [(1 + 4 * (i - 1), 1 + 4 * i) for i in range(1, 1 + (num_frames - 1) // 4)]
+
+
+def _scale_param(s, z_dim: int, dtype):
+    if isinstance(s, Tensor):
+        return s.astype(dtype).reshape(1, z_dim, 1, 1, 1)
+    return float(s)
+
+
+class WanVAE_(nn.Cell):
+    """The official Wan2.1 VAE network: ``encoder``, ``conv1`` (2*z_dim -> 2*z_dim), ``conv2`` (z_dim -> z_dim),
+    ``decoder``. ``encode``/``decode`` run the chunked causal passes with a fresh :class:`FeatureCache`."""
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_downsample = list(temperal_downsample)
+        self.temperal_upsample = self.temperal_downsample[::-1]
+        self.encoder = Encoder3d(dim, z_dim * 2, self.dim_mult, num_res_blocks, self.attn_scales,
+                                 self.temperal_downsample, dropout, dtype=dtype)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
+        self.decoder = Decoder3d(dim, z_dim, self.dim_mult, num_res_blocks, self.attn_scales,
+                                 self.temperal_upsample, dropout, dtype=dtype)
+
+    def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
+        """x: [B, 3, T, H, W] in [-1, 1] -> normalized mean latent [B, z_dim, 1 + (T-1)//4, H/8, W/8].
+
+        ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
+        """
+        cache = FeatureCache()
+        outs = []
+        for start, stop in encode_chunks(x.shape[2]):
+            cache.begin_chunk()
+            outs.append(self.encoder(x[:, :, start:stop], cache))
+        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+        mu = self.conv1(out)[:, :self.z_dim]
+        return (mu - _scale_param(scale[0], self.z_dim, mu.dtype)) * _scale_param(scale[1], self.z_dim, mu.dtype)
+
+    def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
+        """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 8h, 8w] (not clamped)."""
+        z = z.astype(self.conv2.weight.dtype)
+        z = z / _scale_param(scale[1], self.z_dim, z.dtype) + _scale_param(scale[0], self.z_dim, z.dtype)
+        x = self.conv2(z)
+        cache = FeatureCache()
+        outs = []
+        for i in range(x.shape[2]):
+            cache.begin_chunk()
+            outs.append(self.decoder(x[:, :, i:i + 1], cache))
+        return outs[0] if len(outs) == 1 else ops.cat(outs, 2)
