@@ -1,0 +1,1 @@
+"""Solvers and I/O helpers. Kept empty so that importing one submodule stays light."""
