@@ -11,6 +11,7 @@ same on either, up to the rounding of the compute dtype.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence, Union
 
@@ -42,9 +43,26 @@ def set_backend(name: Optional[str]) -> None:
     _backend = name
 
 
-def rope_dtype():
-    """Dtype of the rotary-embedding arithmetic: float64 like the official code where the device has it."""
-    return ms.float64 if backend() == "reference" else ms.float32
+def rotate_pairs(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+    """Rotary embedding: rotate consecutive channel pairs (x[2i], x[2i+1]) of x by angles given as cos/sin.
+
+    Args:
+        x: [B, L, N, D]; cos, sin: float64 numpy [B, L, 1, D // 2] (broadcast over heads).
+    Returns:
+        float32 [B, L, N, D].
+
+    The reference path computes in float64 on the host, as the official code does (and MindSpore's CPU float64
+    elementwise kernels are slow); the Ascend path uses float32 device ops (error ~1e-7 relative).
+    """
+    b, l, n, d = x.shape
+    if backend() == "reference":
+        pairs = x.asnumpy().astype(np.float64).reshape(b, l, n, d // 2, 2)
+        real, imag = pairs[..., 0], pairs[..., 1]
+        out = np.stack([real * cos - imag * sin, real * sin + imag * cos], axis=-1)
+        return Tensor(out.reshape(b, l, n, d).astype(np.float32))
+    c, s = Tensor(cos, ms.float32), Tensor(sin, ms.float32)
+    real, imag = ops.unstack(x.astype(ms.float32).reshape(b, l, n, d // 2, 2), -1)
+    return ops.stack([real * c - imag * s, real * s + imag * c], -1).reshape(b, l, n, d)
 
 
 # ----------------------------------------------------------------------------------------------- activations
@@ -76,13 +94,24 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     """
     c = x.shape[-1]
     xf = x.astype(ms.float32)
-    w = ops.ones((c,), ms.float32) if weight is None else weight.astype(ms.float32)
-    b = ops.zeros((c,), ms.float32) if bias is None else bias.astype(ms.float32)
+    ones, zeros = _unit_affine(c)
+    w = ones if weight is None else weight.astype(ms.float32)
+    b = zeros if bias is None else bias.astype(ms.float32)
     if backend() == "ascend":
         y = mint.nn.functional.layer_norm(xf, (c,), w, b, eps)
     else:
-        y = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(xf, w, b)[0]
+        y = _layer_norm_op(eps)(xf, w, b)[0]
     return y.astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_affine(c: int):
+    return ops.ones((c,), ms.float32), ops.zeros((c,), ms.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_norm_op(eps: float):
+    return ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
 
 def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
@@ -155,7 +184,28 @@ class Linear(nn.Cell):
         b = self.bias
         if b is not None and b.dtype != dtype:
             b = b.astype(dtype)
-        return ops.dense(x.astype(dtype), w, b)
+        return linear(x.astype(dtype), w, b)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """x [..., in] @ weight[out, in].T + bias [out]."""
+    if backend() == "ascend":
+        return ops.dense(x, weight, bias)
+    # MindSpore's CPU Dense/MatMul kernels are 2-5x slower than its batched matmul with a transposed operand.
+    lead = x.shape[:-1]
+    y = _matmul_nt(x.reshape(1, -1, x.shape[-1]), weight[None])
+    y = y.reshape(*lead, weight.shape[0])
+    return y if bias is None else y + bias
+
+
+def _matmul_nt(a: Tensor, b: Tensor) -> Tensor:
+    """a [B, M, K] @ b[B, N, K].T -> [B, M, N]."""
+    return _batch_matmul_nt()(a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_matmul_nt():
+    return ops.BatchMatMul(transpose_b=True)
 
 
 # ------------------------------------------------------------------------------------------------- attention
@@ -192,21 +242,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optio
 
 
 def _attention_reference(q, k, v, lens, scale):
+    if lens is not None:  # ragged keys: each sample attends to its valid keys only (exactly a -inf mask)
+        return ops.cat([_attention_reference(q[i:i + 1], k[i:i + 1, :int(lens[i])], v[i:i + 1, :int(lens[i])],
+                                             None, scale) for i in range(q.shape[0])], 0)
     b, lq, n, d = q.shape
     lk = k.shape[1]
     qh = q.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, N, Lq, D]
-    kt = k.astype(ms.float32).transpose(0, 2, 3, 1)  # [B, N, D, Lk]
+    kh = k.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, N, Lk, D]
     vh = v.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, N, Lk, D]
-    bias = None
-    if lens is not None:
-        masked = np.arange(lk)[None, :] >= lens[:, None]  # [B, Lk]
-        bias = Tensor(np.where(masked, -np.inf, 0.0).astype(np.float32).reshape(b, 1, 1, lk))
     rows = max(1, _REFERENCE_SCORE_BYTES // (4 * b * n * lk))
     outs = []
     for start in range(0, lq, rows):
-        scores = ops.matmul(qh[:, :, start:start + rows], kt) * scale
-        if bias is not None:
-            scores = scores + bias
+        scores = _matmul_nt(qh[:, :, start:start + rows], kh) * scale
         outs.append(ops.matmul(ops.softmax(scores, -1), vh))
     out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
     return out.transpose(0, 2, 1, 3).astype(q.dtype)
@@ -260,7 +307,7 @@ class PatchEmbed3d(nn.Cell):
         x = x[:, :, :gf * pt, :gh * ph, :gw * pw].astype(self.weight.dtype)
         x = x.reshape(bsz, c, gf, pt, gh, ph, gw, pw).transpose(0, 2, 4, 6, 1, 3, 5, 7)
         x = x.reshape(bsz, gf * gh * gw, c * pt * ph * pw)
-        y = ops.dense(x, self.weight.reshape(self.dim, -1), self.bias)  # [B, L, dim]
+        y = linear(x, self.weight.reshape(self.dim, -1), self.bias)  # [B, L, dim]
         return y.transpose(0, 2, 1).reshape(bsz, self.dim, gf, gh, gw)
 
 

@@ -80,19 +80,9 @@ def rope_tables(grid_sizes: Sequence[Tuple[int, int, int]], seq_len: int, freqs:
     return np.cos(angles)[:, :, None, :], np.sin(angles)[:, :, None, :]
 
 
-def rope_apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive channel pairs of x by the given angles.
-
-    Args:
-        x: [B, L, N, D]; cos, sin: [B, L, 1, D // 2] in the rope dtype (float64 on the reference backend).
-    Returns:
-        float32 [B, L, N, D] (the official code returns float32 too).
-    """
-    b, l, n, d = x.shape
-    pairs = x.astype(cos.dtype).reshape(b, l, n, d // 2, 2)
-    real, imag = pairs[..., 0], pairs[..., 1]
-    out = ops.stack([real * cos - imag * sin, real * sin + imag * cos], axis=-1)
-    return out.reshape(b, l, n, d).astype(ms.float32)
+def rope_apply(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+    """Apply the 3-D rotary embedding: x [B, L, N, D], cos/sin from ``rope_tables`` -> float32 [B, L, N, D]."""
+    return kernels.rotate_pairs(x, cos, sin)
 
 
 # ----------------------------------------------------------------------------------------- parallel seam
@@ -108,8 +98,12 @@ class SequencePlan:
         """The padded sequence length must be a multiple of this (the number of sequence shards)."""
         return 1
 
+    def shard_range(self, length: int) -> Tuple[int, int]:
+        """[start, stop) of the padded sequence that this device computes."""
+        return 0, length
+
     def split(self, x: Tensor, dim: int = 1) -> Tensor:
-        """Keep this device's part of the sequence axis ``dim`` (called right after patch embedding)."""
+        """Keep this device's part (``shard_range``) of the sequence axis ``dim``."""
         return x
 
     def gather(self, x: Tensor, dim: int = 1) -> Tensor:
@@ -129,8 +123,8 @@ class _Step:
     """Per-forward values the blocks share (computed once in ``WanModel.construct``)."""
     e0: Tensor           # [B, L or 1, 6, dim] float32 modulation input
     seq_lens: np.ndarray  # [B] valid tokens per sample (keys past it are masked in self-attention)
-    rope_cos: Tensor     # [B, L, 1, head_dim // 2]
-    rope_sin: Tensor
+    rope_cos: np.ndarray  # float64 [B, L_local, 1, head_dim // 2]
+    rope_sin: np.ndarray
     context: Tensor      # [B, text_len, dim]
     plan: SequencePlan
 
@@ -386,10 +380,9 @@ class WanModel(nn.Cell):
         ctx = self.text_embedding(ctx)
 
         cos, sin = rope_tables(grid_sizes, padded_len, self.freqs, self.dim // self.num_heads)
-        rdt = kernels.rope_dtype()
+        start, stop = plan.shard_range(padded_len)
         step = _Step(e0=plan.split(e0) if lt > 1 else e0, seq_lens=seq_lens,
-                     rope_cos=plan.split(Tensor(cos, rdt)), rope_sin=plan.split(Tensor(sin, rdt)),
-                     context=ctx, plan=plan)
+                     rope_cos=cos[:, start:stop], rope_sin=sin[:, start:stop], context=ctx, plan=plan)
         x = plan.split(x)
         for block in self.blocks:
             x = block(x, step)

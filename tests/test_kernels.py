@@ -1,0 +1,104 @@
+"""The reference (CPU) kernels against numpy, and the backend switch."""
+import math
+
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from wan.modules import kernels as K
+
+RNG = np.random.default_rng(0)
+
+
+def _np_attention(q, k, v, k_lens=None):
+    b, lq, n, d = q.shape
+    s = np.einsum("bqnd,bknd->bnqk", q.astype(np.float64), k.astype(np.float64)) / math.sqrt(d)
+    if k_lens is not None:
+        mask = np.arange(k.shape[1])[None, :] >= np.asarray(k_lens)[:, None]
+        s = np.where(mask[:, None, None, :], -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bnqk,bknd->bqnd", p, v.astype(np.float64))
+
+
+@pytest.fixture(autouse=True)
+def reference_backend():
+    K.set_backend("reference")
+    yield
+    K.set_backend(None)
+
+
+@pytest.mark.parametrize("k_lens", [None, [7, 3]])
+def test_attention_matches_numpy(k_lens):
+    q, k, v = (RNG.standard_normal((2, l, 3, 8)).astype(np.float32) for l in (5, 7, 7))
+    out = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=k_lens).asnumpy()
+    np.testing.assert_allclose(out, _np_attention(q, k, v, k_lens), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_masks_keys_past_length():
+    # Keys past k_lens must not matter at all: change them and the output stays identical.
+    q, k, v = (RNG.standard_normal((1, 4, 2, 8)).astype(np.float32) for _ in range(3))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 2:] += 100.0
+    v2[:, 2:] -= 50.0
+    a = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[2]).asnumpy()
+    b = K.attention(Tensor(q), Tensor(k2), Tensor(v2), k_lens=[2]).asnumpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_attention_query_chunking_is_exact(monkeypatch):
+    q, k, v = (RNG.standard_normal((1, l, 2, 4)).astype(np.float32) for l in (9, 6, 6))
+    whole = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[4]).asnumpy()
+    monkeypatch.setattr(K, "_REFERENCE_SCORE_BYTES", 4 * 2 * 6 * 2)  # two query rows per chunk
+    chunked = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[4]).asnumpy()
+    np.testing.assert_array_equal(whole, chunked)
+
+
+def test_gelu_tanh_matches_formula():
+    x = np.linspace(-8, 8, 1001).astype(np.float32)
+    ref = 0.5 * x.astype(np.float64) * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))
+    np.testing.assert_allclose(K.gelu_tanh(Tensor(x)).asnumpy(), ref, rtol=2e-6, atol=1e-6)
+
+
+def test_layer_norm_and_rms_norm():
+    x = RNG.standard_normal((2, 3, 16)).astype(np.float32) * 3 + 1
+    w = RNG.standard_normal(16).astype(np.float32)
+    b = RNG.standard_normal(16).astype(np.float32)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    ln = (x - mu) / np.sqrt(var + 1e-6)
+    np.testing.assert_allclose(K.layer_norm(Tensor(x), eps=1e-6).asnumpy(), ln, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(K.layer_norm(Tensor(x), Tensor(w), Tensor(b), 1e-6).asnumpy(), ln * w + b,
+                               rtol=1e-5, atol=1e-5)
+    rms = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w
+    np.testing.assert_allclose(K.rms_norm(Tensor(x), Tensor(w), 1e-6).asnumpy(), rms, rtol=1e-5, atol=1e-5)
+
+
+def test_patch_embed_equals_strided_convolution():
+    pe = K.PatchEmbed3d(3, 5, (1, 2, 2))
+    w = RNG.standard_normal((5, 3, 1, 2, 2)).astype(np.float32)
+    bias = RNG.standard_normal(5).astype(np.float32)
+    pe.weight.set_data(Tensor(w))
+    pe.bias.set_data(Tensor(bias))
+    x = RNG.standard_normal((1, 3, 2, 4, 7)).astype(np.float32)  # odd width: last column dropped
+    out = pe(Tensor(x)).asnumpy()
+    ref = np.zeros((1, 5, 2, 2, 3), np.float64)
+    for f in range(2):
+        for i in range(2):
+            for j in range(3):
+                patch = x[0, :, f, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                ref[0, :, f, i, j] = np.einsum("cpq,ocpq->o", patch, w[:, :, 0]) + bias
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_matches_numpy():
+    lin = K.Linear(6, 4)
+    x = RNG.standard_normal((2, 3, 6)).astype(np.float32)
+    np.testing.assert_allclose(lin(Tensor(x)).asnumpy(), x @ lin.weight.asnumpy().T + lin.bias.asnumpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_backend_choice():
+    K.set_backend(None)
+    assert K.backend() == "reference"  # this machine has no Ascend device
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        K.set_backend("cuda")
