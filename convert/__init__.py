@@ -3,6 +3,10 @@
 Readers are numpy-only; MindSpore is imported lazily by the functions that build Tensors/Parameters.
 """
 from .errors import CheckpointError
+from .keymaps import KEYMAPS, KeyMap, get_keymap
+from .loading import LoadReport, load_into_cell
 from .readers import open_checkpoint
+from .sharding import zero3_shard_shape, zero3_slice
 
-__all__ = ["CheckpointError", "open_checkpoint"]
+__all__ = ["CheckpointError", "open_checkpoint", "load_into_cell", "LoadReport", "KEYMAPS", "KeyMap", "get_keymap",
+           "zero3_slice", "zero3_shard_shape"]

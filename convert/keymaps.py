@@ -1,0 +1,81 @@
+"""Name and dtype maps between official Wan2.2 checkpoints and our MindSpore Cells, as data.
+
+Our parameter names equal the official PyTorch state-dict keys wherever MindSpore allows, so the tables
+are near-empty: a network's KeyMap lists only the renames, the official keys that are not parameters, and
+the parameters that stay float32 whatever dtype the rest of the network uses. Direct loading
+(`load_into_cell`), the converter (`python -m convert`) and LoRA merging all go through these tables.
+
+To add a rename: append (official_regex, our_template) to `renames` (re.fullmatch, first match wins, the
+template may use \\1 groups). Official keys matching a `skip` regex are ignored on load and not converted.
+"""
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """How one network's official checkpoint keys map onto our parameter names and dtypes.
+
+    network: registry name ("dit", "t5", "vae2_1", "vae2_2", "s2v").
+    release_dtype: dtype the official release stores (informative; the converter's default).
+    renames: ((official_regex, our_template), ...), re.fullmatch, first match wins; unmatched keys map to
+        themselves.
+    skip: official-key regexes that hold no parameter of ours (buffers, training leftovers).
+    keep_fp32: our-name regexes of parameters kept in float32 whatever the chosen dtype (official code
+        computes with them in float32).
+    """
+    network: str
+    release_dtype: str
+    renames: tuple = ()
+    skip: tuple = ()
+    keep_fp32: tuple = ()
+
+    def to_ours(self, official_key):
+        """Our parameter name for an official key, or None if the key is skipped."""
+        if any(re.fullmatch(p, official_key) for p in self.skip):
+            return None
+        for pattern, template in self.renames:
+            match = re.fullmatch(pattern, official_key)
+            if match:
+                return match.expand(template)
+        return official_key
+
+    def param_dtype(self, our_name, dtype):
+        """dtype our parameter `our_name` is stored/loaded in when the network runs in `dtype`."""
+        if any(re.fullmatch(p, our_name) for p in self.keep_fp32):
+            return "float32"
+        return dtype
+
+    def map_keys(self, official_keys, source="checkpoint"):
+        """{our_name: official_key} for the non-skipped keys; two keys landing on one name is an error."""
+        mapped = {}
+        for key in official_keys:
+            ours = self.to_ours(key)
+            if ours is None:
+                continue
+            if ours in mapped:
+                raise ValueError(f"{source}: keys {mapped[ours]!r} and {key!r} both map to parameter {ours!r} "
+                                 f"in the {self.network} key map; fix convert/keymaps.py")
+            mapped[ours] = key
+        return mapped
+
+
+KEYMAPS = {
+    # DiT (wan/modules/model.py): identity names. The modulation vectors are float32 parameters in our
+    # WanModel whatever its dtype (the official modulation math runs in float32).
+    "dit": KeyMap("dit", "bfloat16", keep_fp32=(r"(.*\.)?modulation",)),
+    # S2V DiT: same naming convention as the DiT; its extra modules (audio injector, ...) keep official names.
+    "s2v": KeyMap("s2v", "bfloat16", keep_fp32=(r"(.*\.)?modulation",)),
+    # umt5-xxl encoder (models_t5_umt5-xxl-enc-bf16.pth): identity.
+    "t5": KeyMap("t5", "bfloat16"),
+    # Wan2.1 VAE (Wan2.1_VAE.pth) and Wan2.2 VAE (Wan2.2_VAE.pth): identity, float32 in the release.
+    "vae2_1": KeyMap("vae2_1", "float32"),
+    "vae2_2": KeyMap("vae2_2", "float32"),
+}
+
+
+def get_keymap(network):
+    """The KeyMap of `network`; ValueError naming the known networks otherwise."""
+    if network not in KEYMAPS:
+        raise ValueError(f"unknown network {network!r}; known: {', '.join(sorted(KEYMAPS))}")
+    return KEYMAPS[network]
