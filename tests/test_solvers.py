@@ -197,3 +197,16 @@ def test_euler_is_plain_euler():
     for t in timesteps:
         x = sched.step(v, t, x, return_dict=False)[0]
     np.testing.assert_allclose(x, 3.0 - 0.5, rtol=1e-6)
+
+
+def test_repeated_first_timestep_starts_at_second_match(ref):
+    """Official quirk kept: if the first timestep repeats, the scheduler starts at its second occurrence."""
+    sched, timesteps = make_scheduler("unipc", 200, 12.0)
+    np.testing.assert_array_equal(timesteps[:3], ref["repeated_start/timesteps"])
+    expected = ref["repeated_start/trajectory"]
+    latents = expected[0]
+    for i, t in enumerate(timesteps[:3]):
+        latents = sched.step(velocity(latents, t)[None], t, latents[None], return_dict=False)[0][0]
+        if i == 0:
+            assert sched.step_index == int(ref["repeated_start/step_index_after_first"])
+        np.testing.assert_allclose(latents, expected[i + 1], rtol=RTOL, atol=ATOL)
