@@ -63,18 +63,17 @@ def test_parameter_names_are_the_official_checkpoint_keys():
     assert "blocks.0.pos_embedding.embedding.weight" in names and "blocks.1.ffn.gate.0.weight" in names
 
 
-def test_full_size_umt5_xxl_has_the_release_tensor_count_and_size():
+def test_full_size_umt5_xxl_names_and_shapes_match_the_official_encoder():
+    import json
+
+    with open(os.path.join(FIX, "umt5_xxl_manifest.json")) as f:
+        official = {k: tuple(v) for k, v in json.load(f).items()}
     # Built without initialising (no memory for the 5.68 B values): names and shapes only.
     with nn.no_init_parameters():
         model = T5Encoder(**t5_mod.umt5_xxl_config(), dtype=ms.bfloat16)
-    params = list(model.parameters_and_names())
-    assert len(params) == 242
-    total = sum(int(np.prod(p.shape)) for _, p in params)
-    assert total == 5_680_910_336
-    shapes = dict((n, tuple(p.shape)) for n, p in params)
-    assert shapes["token_embedding.weight"] == (256384, 4096)
-    assert shapes["blocks.23.pos_embedding.embedding.weight"] == (32, 64)
-    assert shapes["blocks.0.ffn.fc2.weight"] == (4096, 10240)
+    ours = {n: tuple(p.shape) for n, p in model.parameters_and_names()}
+    assert ours == official
+    assert len(ours) == 242 and sum(int(np.prod(s)) for s in ours.values()) == 5_680_910_336
 
 
 def test_umt5_encoder_matches_official_on_a_ragged_batch():
@@ -217,3 +216,13 @@ def test_wrapper_bad_inputs():
         _wrapper(tokenizer_path="/no_such_tokenizer")
     with pytest.raises(ValueError, match="unknown T5Encoder arguments"):
         _wrapper(config={"layers": 3})
+    with pytest.raises(ValueError, match="device='cuda'"):
+        _wrapper(checkpoint_path=None, device="cuda")
+    with pytest.raises(ValueError, match="tokenizer path is None"):
+        _wrapper(tokenizer_path=None)
+
+
+def test_wrapper_accepts_the_official_call_forms():
+    enc = _wrapper(checkpoint_path=None, device="cpu")
+    one = enc("a cat", "cpu")  # official __call__(texts, device); a bare string is one prompt
+    assert len(one) == 1 and tuple(one[0].shape) == (3, 32)  # "▁a", "▁cat", "</s>"
