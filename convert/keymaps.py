@@ -79,3 +79,30 @@ def get_keymap(network):
     if network not in KEYMAPS:
         raise ValueError(f"unknown network {network!r}; known: {', '.join(sorted(KEYMAPS))}")
     return KEYMAPS[network]
+
+
+# LoRA files in the wild name DiT modules three ways: the official names (Wan2.2-Lightning, optionally prefixed
+# "diffusion_model."), kohya/musubi's flattened "lora_unet_blocks_0_self_attn_q", and diffusers' names below
+# (optionally prefixed "transformer."). This table maps a diffusers module name to the official one.
+DIFFUSERS_DIT_MODULES = (
+    (r"blocks\.(\d+)\.attn1\.to_q", r"blocks.\1.self_attn.q"),
+    (r"blocks\.(\d+)\.attn1\.to_k", r"blocks.\1.self_attn.k"),
+    (r"blocks\.(\d+)\.attn1\.to_v", r"blocks.\1.self_attn.v"),
+    (r"blocks\.(\d+)\.attn1\.to_out\.0", r"blocks.\1.self_attn.o"),
+    (r"blocks\.(\d+)\.attn2\.to_q", r"blocks.\1.cross_attn.q"),
+    (r"blocks\.(\d+)\.attn2\.to_k", r"blocks.\1.cross_attn.k"),
+    (r"blocks\.(\d+)\.attn2\.to_v", r"blocks.\1.cross_attn.v"),
+    (r"blocks\.(\d+)\.attn2\.to_out\.0", r"blocks.\1.cross_attn.o"),
+    (r"blocks\.(\d+)\.attn2\.add_k_proj", r"blocks.\1.cross_attn.k_img"),
+    (r"blocks\.(\d+)\.attn2\.add_v_proj", r"blocks.\1.cross_attn.v_img"),
+    (r"blocks\.(\d+)\.ffn\.net\.0\.proj", r"blocks.\1.ffn.0"),
+    (r"blocks\.(\d+)\.ffn\.net\.2", r"blocks.\1.ffn.2"),
+    (r"condition_embedder\.time_proj", r"time_projection.1"),
+    (r"condition_embedder\.time_embedder\.linear_1", r"time_embedding.0"),
+    (r"condition_embedder\.time_embedder\.linear_2", r"time_embedding.2"),
+    (r"condition_embedder\.text_embedder\.linear_1", r"text_embedding.0"),
+    (r"condition_embedder\.text_embedder\.linear_2", r"text_embedding.2"),
+    (r"condition_embedder\.image_embedder\.ff\.net\.0\.proj", r"img_emb.proj.1"),
+    (r"condition_embedder\.image_embedder\.ff\.net\.2", r"img_emb.proj.3"),
+    (r"proj_out", r"head.head"),
+)
