@@ -5,6 +5,7 @@ Format: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, sha
 Every offset is validated against the file size on open, so a truncated file or a header that lies about a
 tensor's size is reported before anything is read.
 """
+import hashlib
 import json
 import os
 import struct
@@ -195,6 +196,7 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
     (bfloat16 as uint16 bits) with that shape. Tensors are written in sorted name order with the header
     serialized deterministically, so identical inputs give identical bytes. The file appears at `path` only
     once complete (temp file in the same folder + os.replace).
+    Returns the sha256 hex digest of the bytes written (for verifying the file on disk afterwards).
     """
     entries = sorted(entries, key=lambda e: e[0])
     header, offset = {}, 0
@@ -208,10 +210,12 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     tmp = f"{path}.tmp.{os.getpid()}"
+    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
+            for part in (struct.pack("<Q", len(raw)), raw):
+                f.write(part)
+                digest.update(part)
             for name, dtype, shape, fetch in entries:
                 array = np.ascontiguousarray(fetch())
                 want = NUMPY_STORAGE[dtype]
@@ -220,6 +224,7 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
                 buf = memoryview(array.reshape(-1).view(np.uint8))
                 for start in range(0, len(buf), chunk_bytes):
                     f.write(buf[start:start + chunk_bytes])
+                    digest.update(buf[start:start + chunk_bytes])
                 del array, buf
             f.flush()
             os.fsync(f.fileno())
@@ -227,3 +232,4 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return digest.hexdigest()
