@@ -9,9 +9,16 @@ Parameter names equal the keys of the official ``Wan2.2_VAE.pth``.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from .vae2_1 import (AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMS_norm, SiLU,
+                     _run_conv, _run_head, _scale_param, encode_chunks)
+
 PATCH = 2  # the encoder sees 2x2 pixel patches as 12 channels
+PATCHED_CHANNELS = 3 * PATCH * PATCH
 
 
 # ------------------------------------------------------------------------------------------- patchify
@@ -112,3 +119,208 @@ class DupUp3D(nn.Cell):
         if first_chunk:
             x = x[:, :, ft - 1:]
         return x
+
+
+# ---------------------------------------------------------------------------------------- residual up/down
+
+class Down_ResidualBlock(nn.Cell):
+    """One encoder level: ``mult`` residual blocks, then (if ``down_flag``) a 2x spatial (and optionally
+    temporal) downsampler, plus the parameter-free ``avg_shortcut`` of the level's input.
+
+    x: [B, in_dim, T, H, W] -> [B, out_dim, T', H/2, W/2] (H, W kept without ``down_flag``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, mult: int, temperal_downsample: bool = False,
+                 down_flag: bool = False, dtype=ms.float32):
+        super().__init__()
+        self.avg_shortcut = AvgDown3D(in_dim, out_dim, factor_t=2 if temperal_downsample else 1,
+                                      factor_s=2 if down_flag else 1)
+        blocks = []
+        for _ in range(mult):
+            blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
+            in_dim = out_dim
+        if down_flag:
+            mode = "downsample3d" if temperal_downsample else "downsample2d"
+            blocks.append(Resample(out_dim, mode=mode, dtype=dtype))
+        self.downsamples = nn.CellList(blocks)
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        shortcut = self.avg_shortcut(x)
+        for module in self.downsamples:
+            x = module(x, cache)
+        return x + shortcut
+
+
+class Up_ResidualBlock(nn.Cell):
+    """One decoder level: ``mult`` residual blocks, then (if ``up_flag``) a width-preserving 2x spatial (and
+    optionally temporal) upsampler, plus the parameter-free ``avg_shortcut`` (only with ``up_flag``).
+
+    x: [B, in_dim, T, H, W] -> [B, out_dim, T', 2H, 2W] (H, W kept without ``up_flag``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, mult: int, temperal_upsample: bool = False,
+                 up_flag: bool = False, dtype=ms.float32):
+        super().__init__()
+        self.avg_shortcut = DupUp3D(in_dim, out_dim, factor_t=2 if temperal_upsample else 1,
+                                    factor_s=2) if up_flag else None
+        blocks = []
+        for _ in range(mult):
+            blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
+            in_dim = out_dim
+        if up_flag:
+            mode = "upsample3d" if temperal_upsample else "upsample2d"
+            blocks.append(Resample(out_dim, mode=mode, out_dim=out_dim, dtype=dtype))
+        self.upsamples = nn.CellList(blocks)
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None, first_chunk: bool = False) -> Tensor:
+        """``first_chunk``: this is the first latent frame of a chunked decode (the temporal upsampler does not
+        double it, so the shortcut drops its extra frames too)."""
+        main = x
+        for module in self.upsamples:
+            main = module(main, cache)
+        if self.avg_shortcut is None:
+            return main
+        return main + self.avg_shortcut(x, first_chunk)
+
+
+# ---------------------------------------------------------------------------------------- encoder / decoder
+
+class Encoder3d(nn.Cell):
+    """Patchified video [B, 12, T, H/2, W/2] -> [B, z_dim, T', H/16, W/16] (z_dim = 2x latent: mu, log_var).
+
+    Args follow the official 2.2 ``Encoder3d``; ``attn_scales`` is accepted and unused there too.
+    """
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_downsample = list(temperal_downsample)
+
+        dims = [dim * u for u in [1] + self.dim_mult]
+        self.conv1 = CausalConv3d(PATCHED_CHANNELS, dims[0], 3, padding=1, dtype=dtype)
+        levels = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            t_down = self.temperal_downsample[i] if i < len(self.temperal_downsample) else False
+            levels.append(Down_ResidualBlock(in_dim, out_dim, dropout, mult=num_res_blocks,
+                                             temperal_downsample=t_down, down_flag=i != len(self.dim_mult) - 1,
+                                             dtype=dtype))
+        self.downsamples = nn.CellList(levels)
+        self.middle = nn.CellList([ResidualBlock(out_dim, out_dim, dropout, dtype=dtype),
+                                   AttentionBlock(out_dim, dtype=dtype),
+                                   ResidualBlock(out_dim, out_dim, dropout, dtype=dtype)])
+        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
+                                 CausalConv3d(out_dim, z_dim, 3, padding=1, dtype=dtype)])
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, 12, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
+        x = _run_conv(self.conv1, x, cache)
+        for layer in self.downsamples:
+            x = layer(x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        return _run_head(self.head, x, cache)
+
+
+class Decoder3d(nn.Cell):
+    """Latent [B, z_dim, T, h, w] -> patchified video [B, 12, T', 8h, 8w].
+
+    ``dim`` is the decoder's own width (the official ``WanVAE_`` passes its ``dec_dim``).
+    """
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_upsample: Sequence[bool] = (False, True, True), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_upsample = list(temperal_upsample)
+
+        dims = [dim * u for u in [self.dim_mult[-1]] + self.dim_mult[::-1]]
+        self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1, dtype=dtype)
+        self.middle = nn.CellList([ResidualBlock(dims[0], dims[0], dropout, dtype=dtype),
+                                   AttentionBlock(dims[0], dtype=dtype),
+                                   ResidualBlock(dims[0], dims[0], dropout, dtype=dtype)])
+        levels = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            t_up = self.temperal_upsample[i] if i < len(self.temperal_upsample) else False
+            levels.append(Up_ResidualBlock(in_dim, out_dim, dropout, mult=num_res_blocks + 1,
+                                           temperal_upsample=t_up, up_flag=i != len(self.dim_mult) - 1,
+                                           dtype=dtype))
+        self.upsamples = nn.CellList(levels)
+        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
+                                 CausalConv3d(out_dim, PATCHED_CHANNELS, 3, padding=1, dtype=dtype)])
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None, first_chunk: bool = False) -> Tensor:
+        """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 12, T', 8h, 8w]."""
+        x = _run_conv(self.conv1, x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        for layer in self.upsamples:
+            x = layer(x, cache, first_chunk)
+        return _run_head(self.head, x, cache)
+
+
+class WanVAE_(nn.Cell):
+    """The official Wan2.2 VAE network: ``encoder`` (width ``dim``), ``conv1`` (2*z_dim -> 2*z_dim),
+    ``conv2`` (z_dim -> z_dim), ``decoder`` (width ``dec_dim``). ``encode``/``decode`` run the chunked causal
+    passes with a fresh :class:`FeatureCache`; video goes through the 2x2 patchify around them.
+    """
+
+    def __init__(self, dim: int = 160, dec_dim: int = 256, z_dim: int = 16, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
+                 dtype=ms.float32):
+        super().__init__()
+        self.dim = dim
+        self.dec_dim = dec_dim
+        self.z_dim = z_dim
+        self.dim_mult = list(dim_mult)
+        self.num_res_blocks = num_res_blocks
+        self.attn_scales = list(attn_scales)
+        self.temperal_downsample = list(temperal_downsample)
+        self.temperal_upsample = self.temperal_downsample[::-1]
+        self.encoder = Encoder3d(dim, z_dim * 2, self.dim_mult, num_res_blocks, self.attn_scales,
+                                 self.temperal_downsample, dropout, dtype=dtype)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
+        self.decoder = Decoder3d(dec_dim, z_dim, self.dim_mult, num_res_blocks, self.attn_scales,
+                                 self.temperal_upsample, dropout, dtype=dtype)
+
+    def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
+        """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> normalized mean latent [B, z_dim, 1 + k, H/16, W/16].
+
+        ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
+        """
+        x = patchify(x.astype(self.conv1.weight.dtype))
+        cache = FeatureCache()
+        outs = []
+        for start, stop in encode_chunks(x.shape[2]):
+            cache.begin_chunk()
+            outs.append(self.encoder(x[:, :, start:stop], cache))
+        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+        mu = self.conv1(out)[:, :self.z_dim]
+        return (mu - _scale_param(scale[0], self.z_dim, mu.dtype)) * _scale_param(scale[1], self.z_dim, mu.dtype)
+
+    def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
+        """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] (not clamped)."""
+        z = z.astype(self.conv2.weight.dtype)
+        z = z / _scale_param(scale[1], self.z_dim, z.dtype) + _scale_param(scale[0], self.z_dim, z.dtype)
+        x = self.conv2(z)
+        cache = FeatureCache()
+        outs = []
+        for i in range(x.shape[2]):
+            cache.begin_chunk()
+            outs.append(self.decoder(x[:, :, i:i + 1], cache, first_chunk=i == 0))
+        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+        return unpatchify(out)
