@@ -1,0 +1,279 @@
+"""Generate a video (or image) with Wan2.2 on MindSpore: parse -> validate -> build pipeline -> run -> save.
+
+Same flags as the official ``generate.py``. Without ``--ckpt_dir`` it runs the embedded tiny random checkpoint of
+the task (examples/tiny/<task>), which proves the installation end to end (its videos are noise).
+
+    python generate.py                                            # tiny t2v-A14B demo on this machine
+    python generate.py --task ti2v-5B --size 1280*704 --ckpt_dir ./Wan2.2-TI2V-5B --prompt "..."
+    msrun --worker_num=8 --local_worker_num=8 generate.py --task t2v-A14B --ckpt_dir ./Wan2.2-T2V-A14B \
+        --dit_zero3 --t5_zero3 --ulysses_size 8 --prompt "..."
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from datetime import datetime
+
+from wan.configs import LIGHTNING_DEFAULTS, SIZE_CONFIGS, TASKS, TaskConfig, get_task
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TINY_DIR = os.path.join(ROOT, "examples", "tiny")
+SOLVERS = ("unipc", "dpm++", "euler")
+EXAMPLE_PROMPT = {
+    "t2v-A14B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+    "i2v-A14B": ("Summer beach vacation style, a white cat wearing sunglasses sits on a surfboard. The fluffy-furred "
+                 "feline gazes directly at the camera with a relaxed expression."),
+    "ti2v-5B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+}
+EXAMPLE_IMAGE = os.path.join(ROOT, "examples", "i2v_input.png")
+
+log = logging.getLogger("wan")
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if v.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Generate a video or image from a text prompt (and image) with Wan2.2 "
+                                            "on MindSpore.")
+    p.add_argument("--task", default="t2v-A14B", help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--size", default=None, help="width*height of the video, e.g. 1280*720; for i2v / ti2v with an "
+                                                "image it is an area and the aspect ratio follows the image")
+    p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1 (default: the task's)")
+    p.add_argument("--ckpt_dir", default=None, help="the official checkpoint folder (default: the embedded tiny "
+                                                    "random checkpoint of the task)")
+    p.add_argument("--offload_model", type=str2bool, default=None,
+                   help="keep only the network in use on the device (default: true on 1 device, false on many)")
+    p.add_argument("--ulysses_size", type=int, default=1, help="sequence-parallel degree (= number of devices)")
+    p.add_argument("--dit_zero3", action="store_true", help="shard DiT weights across devices (ZeRO3)")
+    p.add_argument("--t5_zero3", action="store_true", help="shard T5 weights across devices (ZeRO3)")
+    p.add_argument("--dit_fsdp", action="store_true", help="official name of --dit_zero3")
+    p.add_argument("--t5_fsdp", action="store_true", help="official name of --t5_zero3")
+    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--save_file", default=None, help="output file (.mp4, or .png when frame_num is 1)")
+    p.add_argument("--prompt", default=None, help="the text prompt")
+    p.add_argument("--prompt_file", default=None, help="a text file with one prompt per line; one output each")
+    p.add_argument("--base_seed", type=int, default=-1, help="seed of the initial noise (-1: random)")
+    p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
+    p.add_argument("--sample_solver", default=None, help=f"one of {', '.join(SOLVERS)} (default unipc; euler with "
+                                                         f"--lora_dir)")
+    p.add_argument("--sample_steps", type=int, default=None, help="sampling steps (default: the task's)")
+    p.add_argument("--sample_shift", type=float, default=None, help="flow-matching shift (default: the task's)")
+    p.add_argument("--sample_guide_scale", default=None,
+                   help="classifier-free guidance scale, one value or low,high for the two A14B experts")
+    p.add_argument("--convert_model_dtype", action="store_true",
+                   help="store the DiT in the task's param dtype (bf16; Ascend only)")
+    p.add_argument("--lora_dir", default=None, help="LoRA folder (Wan2.2-Lightning layout); switches sampling to "
+                                                    "the Lightning defaults (euler, 4 steps, shift 5, guide 1)")
+    p.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength")
+    p.add_argument("--vae_tiled", action="store_true", help="decode/encode in spatial tiles to bound VAE memory")
+    p.add_argument("--device_target", default=None, choices=["CPU", "Ascend"],
+                   help="MindSpore device (default: Ascend if available, else CPU)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _tiny_spec(ckpt_dir: str):
+    path = os.path.join(ckpt_dir, "wan_tiny.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _parse_size(size: str, supported) -> tuple:
+    if size not in supported:
+        raise ValueError(f"--size {size!r} is not supported by this task; supported sizes: {', '.join(supported)}")
+    w, h = (int(v) for v in size.split("*"))
+    return w, h
+
+
+def _parse_guide(value, task: TaskConfig):
+    if value is None:
+        return task.sample_guide_scale
+    try:
+        parts = [float(v) for v in str(value).split(",")]
+    except ValueError:
+        raise ValueError(f"--sample_guide_scale {value!r}: pass a number or two numbers low,high") from None
+    if len(parts) == 1:
+        return (parts[0], parts[0])
+    if len(parts) == 2 and task.two_experts:
+        return tuple(parts)
+    raise ValueError(f"--sample_guide_scale {value!r}: pass one number"
+                     + (" or low,high for the two experts" if task.two_experts else f" ({task.name} has one model)"))
+
+
+def _read_prompts(args) -> list:
+    if args.prompt_file:
+        if not os.path.isfile(args.prompt_file):
+            raise ValueError(f"--prompt_file {args.prompt_file!r} does not exist")
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts = [line.strip() for line in f if line.strip()]
+        if not prompts:
+            raise ValueError(f"--prompt_file {args.prompt_file!r} has no prompts; write one prompt per line")
+        if args.prompt:
+            raise ValueError("pass either --prompt or --prompt_file, not both")
+        return prompts
+    return [args.prompt if args.prompt is not None else EXAMPLE_PROMPT[args.task]]
+
+
+def _default_name(args, prompt: str, suffix: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    short = prompt.replace(" ", "_").replace("/", "_")[:50]
+    return f"{args.task}_{args.size}_{args.ulysses_size}_{short}_{stamp}{suffix}"
+
+
+def validate(args, world_size: int = 1) -> argparse.Namespace:
+    """Check every input and fill defaults, before anything heavy is imported or loaded."""
+    from wan.pipeline import check_checkpoint_dir
+
+    task = get_task(args.task)
+    args.embedded = args.ckpt_dir is None
+    if args.embedded:
+        args.ckpt_dir = os.path.join(TINY_DIR, task.name)
+    tiny = _tiny_spec(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None
+    supported = tuple(tiny["sizes"]) + task.supported_sizes if tiny else task.supported_sizes
+    if args.size is None:
+        args.size = tiny["sizes"][0] if tiny else task.default_size
+    args.size_wh = _parse_size(args.size, supported)
+    if args.frame_num is None:
+        args.frame_num = tiny["frame_num"] if tiny else task.frame_num
+    if args.frame_num < 1 or (args.frame_num - 1) % 4:
+        raise ValueError(f"--frame_num {args.frame_num} is not 4n+1; use e.g. "
+                         f"{max(1, (args.frame_num - 1) // 4 * 4 + 1)} or {((args.frame_num - 1) // 4 + 1) * 4 + 1}")
+    args.tiny_note = tiny["note"] if tiny else None
+
+    if args.lora_dir is not None:
+        for key, value in LIGHTNING_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    args.sample_solver = args.sample_solver or "unipc"
+    if args.sample_solver not in SOLVERS:
+        raise ValueError(f"--sample_solver {args.sample_solver!r} is unknown; choose one of {', '.join(SOLVERS)}")
+    args.sample_steps = task.sample_steps if args.sample_steps is None else args.sample_steps
+    if args.sample_steps < 1:
+        raise ValueError(f"--sample_steps {args.sample_steps} must be at least 1")
+    args.sample_shift = task.sample_shift if args.sample_shift is None else args.sample_shift
+    if not args.sample_shift > 0:
+        raise ValueError(f"--sample_shift {args.sample_shift} must be positive")
+    args.guide = _parse_guide(args.sample_guide_scale, task)
+
+    if args.image is None and task.needs_image and args.embedded:
+        args.image = EXAMPLE_IMAGE
+    if task.needs_image and args.image is None:
+        raise ValueError(f"{task.name} needs --image (the first frame of the video)")
+    if args.image is not None and not task.accepts_image:
+        raise ValueError(f"{task.name} takes no --image; use i2v-A14B or ti2v-5B for image-to-video")
+    if args.image is not None:
+        from wan.utils.media import load_image
+        args.image_pil = load_image(args.image)
+    else:
+        args.image_pil = None
+
+    args.prompts = _read_prompts(args)
+    if args.save_file is not None:
+        from wan.utils.media import check_output_path
+        args.save_file = check_output_path(args.save_file)
+        if args.frame_num == 1 and args.save_file.lower().endswith(".mp4"):
+            raise ValueError("--frame_num 1 makes an image; give --save_file a .png name")
+    if args.lora_dir is not None:
+        from wan.pipeline import find_lora_files
+        find_lora_files(task, args.lora_dir)
+
+    args.dit_zero3 = args.dit_zero3 or args.dit_fsdp
+    args.t5_zero3 = args.t5_zero3 or args.t5_fsdp
+    if args.ulysses_size < 1:
+        raise ValueError(f"--ulysses_size {args.ulysses_size} must be >= 1")
+    if world_size == 1 and (args.dit_zero3 or args.t5_zero3 or args.ulysses_size > 1):
+        raise ValueError("--dit_zero3, --t5_zero3 and --ulysses_size > 1 need several devices: launch with "
+                         "msrun --worker_num=N --local_worker_num=N generate.py ...")
+    if args.offload_model is None:
+        args.offload_model = world_size == 1
+    check_checkpoint_dir(task, args.ckpt_dir)
+    args.task_config = task
+    return args
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+def setup_logging(is_main: bool) -> None:
+    logging.basicConfig(level=logging.INFO if is_main else logging.ERROR,
+                        format="[%(asctime)s] %(levelname)s: %(message)s", stream=sys.stdout)
+
+
+def output_paths(args) -> list:
+    suffix = ".png" if args.frame_num == 1 else ".mp4"
+    if args.save_file is None:
+        return [os.path.abspath(_default_name(args, p, suffix)) for p in args.prompts]
+    if len(args.prompts) == 1:
+        return [args.save_file]
+    stem, ext = os.path.splitext(args.save_file)
+    return [f"{stem}_{i:03d}{ext}" for i in range(len(args.prompts))]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    world_size = int(os.environ.get("MS_WORKER_NUM", os.environ.get("WORLD_SIZE", "1")))
+    try:
+        validate(args, world_size)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    import mindspore as ms
+
+    from wan.pipeline import ParallelHooks, WanPipeline
+    from wan.utils.media import save_image, save_video
+
+    if args.device_target:
+        ms.set_context(device_target=args.device_target)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    parallel = ParallelHooks()
+    if world_size > 1:
+        from wan.distributed import setup_parallel
+        parallel = setup_parallel(args, world_size)
+    setup_logging(parallel.is_main)
+    if args.tiny_note:
+        log.info(args.tiny_note)
+    if args.base_seed < 0:
+        args.base_seed = random.randint(0, 2 ** 31 - 1)
+    task = args.task_config
+    dit_dtype = getattr(ms, task.param_dtype) if args.convert_model_dtype else ms.float32
+    log.info("task %s, size %s, %d frames, %s x %d steps, shift %s, guide %s, seed %d", task.name, args.size,
+             args.frame_num, args.sample_solver, args.sample_steps, args.sample_shift, args.guide, args.base_seed)
+    t0 = time.perf_counter()
+    pipe = WanPipeline(task, args.ckpt_dir, dit_dtype=dit_dtype, offload_model=args.offload_model,
+                       t5_cpu=args.t5_cpu, lora_dir=args.lora_dir, lora_scale=args.lora_scale, parallel=parallel,
+                       vae_tiled=args.vae_tiled)
+    log.info("pipeline ready in %.1fs", time.perf_counter() - t0)
+    for prompt, path in zip(args.prompts, output_paths(args)):
+        log.info("prompt: %s", prompt)
+        t0 = time.perf_counter()
+        video = pipe.generate(prompt, size=args.size_wh, frame_num=args.frame_num, shift=args.sample_shift,
+                              sample_solver=args.sample_solver, sampling_steps=args.sample_steps,
+                              guide_scale=args.guide, seed=args.base_seed, image=args.image_pil,
+                              progress=parallel.is_main)
+        if parallel.is_main:
+            if args.frame_num == 1:
+                save_image(video, path)
+            else:
+                save_video(video, path, fps=task.sample_fps)
+            log.info("saved %s (%d frames, %dx%d) in %.1fs", path, video.shape[1], video.shape[3], video.shape[2],
+                     time.perf_counter() - t0)
+            print(f"video written to {path}" if args.frame_num > 1 else f"image written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

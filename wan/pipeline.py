@@ -1,0 +1,474 @@
+"""One generation pipeline for every task: components, conditions, one denoising loop, decode.
+
+Tasks differ only in how they build their conditions (``prepare_conditions``): text-only noise for t2v, an
+image latent + first-frame mask as ``y`` for i2v-A14B, a fixed first latent frame and per-token timesteps for
+ti2v-5B with an image. The loop (``denoise``) is shared: expert choice at the boundary, classifier-free guidance
+(skipped at scale 1.0), solver step, progress.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, TaskConfig
+
+log = logging.getLogger("wan")
+
+
+# --------------------------------------------------------------------------------------------- sizes
+
+def best_output_size(w: int, h: int, dw: int, dh: int, expected_area: int) -> Tuple[int, int]:
+    """Largest (width, height), multiples of (dw, dh), with area <= expected_area and the aspect of w/h.
+
+    Tries rounding the width first and the height first and keeps the one whose aspect ratio is closer
+    (the official ti2v rule).
+    """
+    ratio = w / h
+    ow = (expected_area * ratio) ** 0.5
+    oh = expected_area / ow
+    ow1 = int(ow // dw * dw)
+    oh1 = int(expected_area / ow1 // dh * dh)
+    oh2 = int(oh // dh * dh)
+    ow2 = int(expected_area / oh2 // dw * dw)
+    r1, r2 = ow1 / oh1, ow2 / oh2
+    if max(ratio / r1, r1 / ratio) < max(ratio / r2, r2 / ratio):
+        return ow1, oh1
+    return ow2, oh2
+
+
+def i2v_latent_size(img_h: int, img_w: int, max_area: int, vae_stride, patch_size) -> Tuple[int, int]:
+    """(lat_h, lat_w) of i2v-A14B: the area of ``max_area`` at the image's aspect ratio, in whole patches."""
+    aspect = img_h / img_w
+    lat_h = round(np.sqrt(max_area * aspect) // vae_stride[1] // patch_size[1] * patch_size[1])
+    lat_w = round(np.sqrt(max_area / aspect) // vae_stride[2] // patch_size[2] * patch_size[2])
+    return int(lat_h), int(lat_w)
+
+
+def padded_seq_len(latent_shape: Sequence[int], patch_size, multiple: int = 1) -> int:
+    """Token count of a latent [C, F, H, W], rounded up to a multiple (the sequence-parallel degree)."""
+    _, f, h, w = latent_shape
+    tokens = math.ceil(h * w / (patch_size[1] * patch_size[2]) * f / multiple)
+    return tokens * multiple
+
+
+# ----------------------------------------------------------------------------------------- conditions
+
+@dataclass
+class Conditions:
+    """What the loop needs besides the text: the latent shape, model extras and the frozen first frame."""
+    latent_shape: Tuple[int, int, int, int]   # [C, F, h, w]
+    seq_len: int
+    y: Optional[object] = None                # i2v-A14B: [4 + C, F, h, w] mask + image latent (Tensor)
+    first_frame: Optional[np.ndarray] = None  # ti2v with image: z of the image [C, 1, h, w]
+    keep_noise: Optional[np.ndarray] = None   # ti2v with image: 1 where the latent is generated, 0 = frozen
+    output_size: Tuple[int, int] = (0, 0)     # (width, height) of the video
+
+
+def make_noise(shape: Sequence[int], seed: int) -> np.ndarray:
+    """Standard normal float32 noise from a seeded PCG64 generator (same seed -> same noise everywhere)."""
+    return np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- loop
+
+@dataclass
+class Expert:
+    """A denoiser with the guide scale it uses and the timestep range it serves."""
+    model: object
+    guide_scale: float
+    name: str = "dit"
+
+
+@dataclass
+class StepTiming:
+    times: List[float] = field(default_factory=list)
+
+
+def choose_expert(t: float, experts: Dict[str, Expert], boundary: Optional[float]) -> Expert:
+    """High-noise expert while t >= boundary (in timestep units), then the low-noise one."""
+    if boundary is None:
+        return experts["dit"]
+    return experts["high_noise"] if t >= boundary else experts["low_noise"]
+
+
+def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[str, Expert],
+            boundary: Optional[float], context, context_null, seq_len: int, y=None,
+            keep_noise: Optional[np.ndarray] = None, first_frame: Optional[np.ndarray] = None,
+            patch_size=(1, 2, 2), on_expert: Optional[Callable[[Expert], None]] = None,
+            progress: bool = True, timing: Optional[StepTiming] = None) -> np.ndarray:
+    """Run the sampler from ``latent`` ([C, F, h, w] float32) to the clean latent.
+
+    Args:
+        timesteps: one model timestep per step (what the solver's set-up returned).
+        experts: {"dit": Expert} or {"high_noise": Expert, "low_noise": Expert}.
+        boundary: expert switch in timestep units (boundary * num_train_timesteps), None for one model.
+        context / context_null: lists with one [L, text_dim] Tensor (prompt / negative prompt).
+        y: i2v condition list, passed to the model as is.
+        keep_noise / first_frame: ti2v with an image: after each step the frozen part is reset to the image
+            latent, and the model gets per-token timesteps that are 0 on the frozen first frame.
+        on_expert: called with the expert before it runs (the offload policy moves weights here).
+    """
+    from mindspore import Tensor
+    from tqdm import tqdm
+
+    if keep_noise is not None:
+        latent = (1.0 - keep_noise) * first_frame + keep_noise * latent
+        # [F, h/2, w/2] token grid of the mask (one entry per patch), flattened like the token sequence.
+        token_mask = keep_noise[0][:, ::patch_size[1], ::patch_size[2]].reshape(-1)
+    steps = tqdm(list(timesteps), desc="denoising", unit="step", disable=not progress, file=sys.stdout)
+    for t in steps:
+        start = time.perf_counter()
+        t_value = float(t)
+        expert = choose_expert(t_value, experts, boundary)
+        if on_expert is not None:
+            on_expert(expert)
+        if keep_noise is not None:
+            per_token = np.concatenate([token_mask * np.float32(t_value),
+                                        np.full(seq_len - token_mask.size, t_value, np.float32)])
+            t_model = Tensor(per_token[None].astype(np.float32))
+        else:
+            t_model = Tensor(np.array([t_value], np.float32))
+        x = [Tensor(latent)]
+        cond = expert.model(x, t=t_model, context=context, seq_len=seq_len, y=y)[0]
+        if expert.guide_scale == 1.0:
+            noise_pred = cond.asnumpy()
+        else:
+            uncond = expert.model(x, t=t_model, context=context_null, seq_len=seq_len, y=y)[0].asnumpy()
+            noise_pred = uncond + np.float32(expert.guide_scale) * (cond.asnumpy() - uncond)
+        latent = scheduler.step(noise_pred[None], t, latent[None], return_dict=False)[0][0]
+        latent = np.asarray(latent, np.float32)
+        if keep_noise is not None:
+            latent = (1.0 - keep_noise) * first_frame + keep_noise * latent
+        if timing is not None:
+            timing.times.append(time.perf_counter() - start)
+        steps.set_postfix(expert=expert.name, t=f"{t_value:.1f}")
+    return latent
+
+
+__all__ = ["best_output_size", "i2v_latent_size", "padded_seq_len", "Conditions", "make_noise", "Expert",
+           "choose_expert", "denoise", "MAX_AREA_CONFIGS", "SIZE_CONFIGS", "TaskConfig"]
+
+
+# ----------------------------------------------------------------------------------------- components
+
+def checkpoint_files(task: TaskConfig, ckpt_dir: str) -> Dict[str, str]:
+    """The files/folders a task needs inside ``ckpt_dir`` (official layout), by role."""
+    files = {"t5": os.path.join(ckpt_dir, task.t5_checkpoint),
+             "tokenizer": os.path.join(ckpt_dir, task.t5_tokenizer),
+             "vae": os.path.join(ckpt_dir, task.vae_checkpoint)}
+    if task.two_experts:
+        files["high_noise"] = os.path.join(ckpt_dir, task.high_noise_checkpoint)
+        files["low_noise"] = os.path.join(ckpt_dir, task.low_noise_checkpoint)
+    else:
+        files["dit"] = ckpt_dir
+    return files
+
+
+def check_checkpoint_dir(task: TaskConfig, ckpt_dir: str) -> Dict[str, str]:
+    """Fail fast, naming every missing file, before anything is loaded."""
+    if not ckpt_dir or not os.path.isdir(ckpt_dir):
+        raise ValueError(f"--ckpt_dir {ckpt_dir!r} is not a folder; download Wan2.2-{task.name.split('-')[1]} "
+                         f"(Hugging Face / ModelScope) and pass its folder")
+    files = checkpoint_files(task, ckpt_dir)
+    missing = []
+    for role, path in files.items():
+        if role in ("tokenizer",) and not os.path.isdir(path):
+            missing.append(path + "/ (tokenizer folder)")
+        elif role in ("dit", "high_noise", "low_noise"):
+            if not os.path.isfile(os.path.join(path, "config.json")):
+                missing.append(os.path.join(path, "config.json"))
+        elif role in ("t5", "vae") and not os.path.isfile(path) and not _converted(path):
+            missing.append(path)
+    if missing:
+        raise ValueError(f"--ckpt_dir {ckpt_dir!r} is not a complete {task.name} checkpoint; missing: "
+                         + ", ".join(missing))
+    return files
+
+
+def _converted(path: str) -> bool:
+    """A converted MindSpore file may stand in for an official .pth (same stem, .ckpt)."""
+    return os.path.isfile(os.path.splitext(path)[0] + ".ckpt")
+
+
+def _resolve(path: str) -> str:
+    return path if os.path.isfile(path) else os.path.splitext(path)[0] + ".ckpt"
+
+
+def infer_t5_config(path: str) -> dict:
+    """T5Encoder sizes read from the checkpoint's tensor shapes (the official file has no config)."""
+    import convert
+
+    ckpt = convert.open_checkpoint(path)
+    keys = set(ckpt.keys())
+    vocab, dim = ckpt.shape("token_embedding.weight")
+    layers = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
+    shared = "pos_embedding.embedding.weight" in keys
+    buckets, heads = ckpt.shape("pos_embedding.embedding.weight" if shared
+                                else "blocks.0.pos_embedding.embedding.weight")
+    return dict(vocab=vocab, dim=dim, dim_attn=ckpt.shape("blocks.0.attn.q.weight")[0],
+                dim_ffn=ckpt.shape("blocks.0.ffn.fc1.weight")[0], num_heads=heads, num_layers=layers,
+                num_buckets=buckets, shared_pos=shared)
+
+
+def infer_vae_config(path: str, version: str) -> dict:
+    """VAE widths read from the checkpoint (the release sizes give the official defaults)."""
+    import convert
+
+    ckpt = convert.open_checkpoint(path)
+    config = {"dim": ckpt.shape("encoder.conv1.weight")[0]}
+    if version == "2.2":
+        config["dec_dim"] = ckpt.shape("decoder.conv1.weight")[0] // 4
+    return config
+
+
+@dataclass
+class ParallelHooks:
+    """How the multi-device layer plugs into the pipeline (single device: all defaults).
+
+    ``dit_shard`` / ``t5_shard``: (rank, world) to load only this rank's ZeRO3 rows. ``prepare_dit`` /
+    ``prepare_t5`` wrap a loaded Cell (ZeRO3 gather, Ulysses plan). ``sequence_multiple``: the token sequence is
+    padded to a multiple of it. ``is_main``: this rank decodes and writes outputs.
+    """
+    dit_shard: Optional[Tuple[int, int]] = None
+    t5_shard: Optional[Tuple[int, int]] = None
+    prepare_dit: Optional[Callable] = None
+    prepare_t5: Optional[Callable] = None
+    sequence_multiple: int = 1
+    is_main: bool = True
+
+
+class Offloader:
+    """``--offload_model``: keep only the network in use on the device; the others wait in host memory.
+
+    Nothing is deleted: parameters are moved with ``Tensor.move_to`` and moved back before use. On a CPU
+    device target host and device memory are the same, so moves are no-ops apart from bookkeeping.
+    """
+
+    def __init__(self, enabled: bool):
+        import mindspore as ms
+
+        self.enabled = enabled
+        self.device = "Ascend" if ms.get_context("device_target") == "Ascend" else "CPU"
+        self.on_device: Dict[int, bool] = {}
+
+    def _move(self, cell, target: str) -> None:
+        for p in cell.get_parameters():
+            p.set_data(p.move_to(target))
+
+    def use(self, cell, *others) -> None:
+        """Make ``cell`` resident on the device and send ``others`` to host memory."""
+        if not self.enabled:
+            return
+        for other in others:
+            if other is not None and other is not cell and self.on_device.get(id(other), True):
+                self._move(other, "CPU")
+                self.on_device[id(other)] = False
+        if not self.on_device.get(id(cell), True):
+            self._move(cell, self.device)
+        self.on_device[id(cell)] = True
+
+
+class WanPipeline:
+    """Text encoder + VAE + one or two DiT experts for a task, loaded from an official checkpoint folder."""
+
+    def __init__(self, task: TaskConfig, ckpt_dir: str, *, dit_dtype=None, offload_model: bool = False,
+                 t5_cpu: bool = False, lora_dir: Optional[str] = None, lora_scale: float = 1.0,
+                 parallel: Optional[ParallelHooks] = None, vae_tiled: bool = False):
+        import mindspore as ms
+
+        from .modules import kernels
+        from .modules.model import WanModel
+        from .modules.t5 import T5EncoderModel
+
+        self.task = task
+        self.parallel = parallel or ParallelHooks()
+        self.vae_tiled = vae_tiled
+        files = check_checkpoint_dir(task, ckpt_dir)
+        on_ascend = kernels.backend() == "ascend"
+        if dit_dtype is None:
+            dit_dtype = ms.float32
+        if dit_dtype != ms.float32 and not on_ascend:
+            raise ValueError(f"DiT dtype {dit_dtype} cannot be computed on CPU (no bf16/fp16 arithmetic); drop "
+                             f"--convert_model_dtype on CPU")
+        if t5_cpu and on_ascend:
+            raise ValueError("--t5_cpu on Ascend is not supported by this MindSpore port yet (MindSpore 2.7 runs a "
+                             "PyNative graph on one device target); drop --t5_cpu or use --t5_zero3 to split T5")
+        self.offload = Offloader(offload_model)
+
+        t0 = time.perf_counter()
+        t5_path = _resolve(files["t5"])
+        self.text_encoder = T5EncoderModel(
+            text_len=task.text_len, dtype=None, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
+            config=infer_t5_config(t5_path), shard=self.parallel.t5_shard, shard_fn=self.parallel.prepare_t5)
+        log.info("text encoder loaded in %.1fs", time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        vae_path = _resolve(files["vae"])
+        vae_dtype = ms.bfloat16 if on_ascend else ms.float32
+        if task.vae_version == "2.1":
+            from .modules.vae2_1 import Wan2_1_VAE
+            self.vae = Wan2_1_VAE(vae_pth=vae_path, dtype=vae_dtype,
+                                  model_config=infer_vae_config(vae_path, "2.1"))
+        else:
+            from .modules.vae2_2 import Wan2_2_VAE
+            self.vae = Wan2_2_VAE(vae_pth=vae_path, dtype=vae_dtype,
+                                  model_config=infer_vae_config(vae_path, "2.2"))
+        log.info("VAE %s loaded in %.1fs", task.vae_version, time.perf_counter() - t0)
+
+        lora_files = find_lora_files(task, lora_dir) if lora_dir else {}
+        self.experts: Dict[str, Expert] = {}
+        roles = ("high_noise", "low_noise") if task.two_experts else ("dit",)
+        for role in roles:
+            t0 = time.perf_counter()
+            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard)
+            if role in lora_files:
+                from convert.lora import merge_lora
+                merge_lora(model, lora_files[role], scale=lora_scale, shard=self.parallel.dit_shard)
+                log.info("merged LoRA %s into %s", lora_files[role], role)
+            if self.parallel.prepare_dit is not None:
+                model = self.parallel.prepare_dit(model)
+            self.experts[role] = Expert(model=model, guide_scale=0.0, name=role)
+            log.info("DiT %s loaded in %.1fs", role, time.perf_counter() - t0)
+            self.offload.use(None, model)
+        self.lora = bool(lora_files)
+
+    # ------------------------------------------------------------------------------------ conditions
+    def prepare_conditions(self, size: Tuple[int, int], frame_num: int, image=None) -> Conditions:
+        """Latent shape, sequence length and task extras. ``size`` is (width, height) or the area's shape."""
+        task = self.task
+        stride, patch = task.vae_stride, task.patch_size
+        lat_f = (frame_num - 1) // stride[0] + 1
+        multiple = self.parallel.sequence_multiple
+        if task.kind == "i2v":
+            from mindspore import Tensor
+
+            from .utils.media import resize_bicubic, to_tensor
+            img = to_tensor(image)
+            lat_h, lat_w = i2v_latent_size(img.shape[1], img.shape[2], size[0] * size[1], stride, patch)
+            h, w = lat_h * stride[1], lat_w * stride[2]
+            shape = (task.z_dim, lat_f, lat_h, lat_w)
+            seq_len = int(math.ceil(lat_f * lat_h * lat_w // (patch[1] * patch[2]) / multiple)) * multiple
+            # First-frame mask: 4 entries per latent frame (the VAE folds 4 frames into one), 1 on frame 0.
+            msk = np.zeros((1, frame_num, lat_h, lat_w), np.float32)
+            msk[:, 0] = 1.0
+            msk = np.concatenate([np.repeat(msk[:, :1], 4, axis=1), msk[:, 1:]], axis=1)
+            msk = msk.reshape(1, msk.shape[1] // 4, 4, lat_h, lat_w).transpose(0, 2, 1, 3, 4)[0]
+            clip = np.concatenate([resize_bicubic(img, (h, w))[:, None],
+                                   np.zeros((3, frame_num - 1, h, w), np.float32)], axis=1)
+            self.offload.use(self.vae.model, *self._dits())
+            z = self.vae.encode([Tensor(clip)], tiled=self.vae_tiled)[0].asnumpy()
+            y = Tensor(np.concatenate([msk, z], axis=0))
+            return Conditions(shape, seq_len, y=[y], output_size=(w, h))
+        if task.kind == "ti2v" and image is not None:
+            from mindspore import Tensor
+
+            from .utils.media import resize_center_crop, to_tensor
+            dh, dw = patch[1] * stride[1], patch[2] * stride[2]
+            ow, oh = best_output_size(image.width, image.height, dw, dh, size[0] * size[1])
+            img = to_tensor(resize_center_crop(image, ow, oh))[:, None]  # [3, 1, oh, ow]
+            shape = (task.z_dim, lat_f, oh // stride[1], ow // stride[2])
+            seq_len = int(math.ceil(lat_f * shape[2] * shape[3] // (patch[1] * patch[2]) / multiple)) * multiple
+            self.offload.use(self.vae.model, *self._dits())
+            z = self.vae.encode([Tensor(img)], tiled=self.vae_tiled)[0].asnumpy()  # [C, 1, h, w]
+            keep = np.ones(shape, np.float32)
+            keep[:, 0] = 0.0
+            first = np.zeros(shape, np.float32)
+            first[:, :1] = z
+            return Conditions(shape, seq_len, first_frame=first, keep_noise=keep, output_size=(ow, oh))
+        w, h = size
+        shape = (task.z_dim, lat_f, h // stride[1], w // stride[2])
+        return Conditions(shape, padded_seq_len(shape, patch, multiple), output_size=(w, h))
+
+    def _dits(self):
+        return [e.model for e in self.experts.values()]
+
+    # -------------------------------------------------------------------------------------- generate
+    def encode_text(self, prompt: str, n_prompt: str):
+        self.offload.use(self.text_encoder.model, *self._dits())
+        return self.text_encoder([prompt]), self.text_encoder([n_prompt])
+
+    def generate(self, prompt: str, *, size: Tuple[int, int], frame_num: int, shift: float,
+                 sample_solver: str = "unipc", sampling_steps: int = 50, guide_scale=5.0, n_prompt: str = "",
+                 seed: int = -1, image=None, noise: Optional[np.ndarray] = None, progress: bool = True,
+                 timings: Optional[dict] = None) -> Optional[np.ndarray]:
+        """Generate one video. Returns float32 [3, F, H, W] in [-1, 1] on the main rank, None elsewhere.
+
+        ``size`` is (width, height); for i2v / ti2v with an image it is the target area's shape and the
+        aspect ratio follows the image. ``noise`` overrides the seeded initial noise (same shape as the latent).
+        ``guide_scale`` is a float or (low-noise, high-noise).
+        """
+        from .utils.fm_solvers import make_scheduler
+
+        task = self.task
+        scales = (guide_scale, guide_scale) if np.isscalar(guide_scale) else tuple(guide_scale)
+        if task.two_experts:
+            self.experts["low_noise"].guide_scale = float(scales[0])
+            self.experts["high_noise"].guide_scale = float(scales[1])
+        else:
+            self.experts["dit"].guide_scale = float(scales[0])
+        n_prompt = n_prompt or task.sample_neg_prompt
+        seed = seed if seed >= 0 else random.randint(0, 2 ** 63 - 1)
+        timings = timings if timings is not None else {}
+
+        t0 = time.perf_counter()
+        context, context_null = self.encode_text(prompt, n_prompt)
+        timings["text"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        cond = self.prepare_conditions(size, frame_num, image)
+        timings["conditions"] = time.perf_counter() - t0
+        if noise is None:
+            noise = make_noise(cond.latent_shape, seed)
+        elif tuple(noise.shape) != tuple(cond.latent_shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; this request needs {cond.latent_shape}")
+
+        scheduler, timesteps = make_scheduler(sample_solver, sampling_steps, shift, task.num_train_timesteps)
+        boundary = task.boundary * task.num_train_timesteps if task.two_experts else None
+        step_timing = StepTiming()
+        dits = self._dits()
+        latent = denoise(np.asarray(noise, np.float32), timesteps, scheduler, self.experts, boundary, context,
+                         context_null, cond.seq_len, y=cond.y, keep_noise=cond.keep_noise,
+                         first_frame=cond.first_frame, patch_size=task.patch_size,
+                         on_expert=lambda e: self.offload.use(e.model, self.text_encoder.model, *dits),
+                         progress=progress, timing=step_timing)
+        timings["steps"] = step_timing.times
+        if not self.parallel.is_main:
+            return None
+        from mindspore import Tensor
+
+        t0 = time.perf_counter()
+        self.offload.use(self.vae.model, *dits)
+        video = self.vae.decode([Tensor(latent)], tiled=self.vae_tiled)[0].asnumpy()
+        timings["decode"] = time.perf_counter() - t0
+        return video
+
+
+def find_lora_files(task: TaskConfig, lora_dir: str) -> Dict[str, str]:
+    """LoRA file per expert: ``high_noise_model.safetensors`` / ``low_noise_model.safetensors`` (the
+    Wan2.2-Lightning layout) for A14B tasks; one ``.safetensors`` file (or the file itself) otherwise."""
+    if os.path.isfile(lora_dir):
+        if task.two_experts:
+            raise ValueError(f"--lora_dir {lora_dir!r} is a file; {task.name} needs a folder with "
+                             f"high_noise_model.safetensors and low_noise_model.safetensors")
+        return {"dit": lora_dir}
+    if not os.path.isdir(lora_dir):
+        raise ValueError(f"--lora_dir {lora_dir!r} does not exist")
+    if task.two_experts:
+        files = {role: os.path.join(lora_dir, f"{role}_model.safetensors") for role in ("high_noise", "low_noise")}
+        missing = [p for p in files.values() if not os.path.isfile(p)]
+        if missing:
+            raise ValueError(f"--lora_dir {lora_dir!r}: missing {', '.join(missing)} (Wan2.2-Lightning layout)")
+        return files
+    found = sorted(f for f in os.listdir(lora_dir) if f.endswith(".safetensors"))
+    if len(found) != 1:
+        raise ValueError(f"--lora_dir {lora_dir!r}: expected exactly one .safetensors LoRA for {task.name}, found "
+                         f"{found or 'none'}")
+    return {"dit": os.path.join(lora_dir, found[0])}

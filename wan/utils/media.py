@@ -1,0 +1,151 @@
+"""Image input and video/image output, without torch.
+
+The image preprocessing reproduces the official pipelines' numerics: ``to_tensor`` scaling, torch's bicubic
+``interpolate`` (align_corners=False, a=-0.75, no antialias) for i2v-A14B, PIL's LANCZOS resize + center crop
+for ti2v-5B. Writers are atomic: a temporary file in the target folder, renamed when complete.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Tuple
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def load_image(path: str):
+    """Open an image file as RGB (PIL). Raises ValueError naming the file if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--image {path!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"--image {path!r} could not be read as an image ({e}); pass a PNG or JPEG file") from e
+
+
+def to_tensor(img) -> np.ndarray:
+    """PIL RGB image -> float32 [3, H, W] in [-1, 1] (official: to_tensor().sub(0.5).div(0.5))."""
+    arr = np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0
+    return ((arr - 0.5) / 0.5).transpose(2, 0, 1).copy()
+
+
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution weights for the 4 taps at offsets -1, 0, 1, 2 from floor(src): [N, 4]."""
+    t = t[:, None]
+    x = np.concatenate([t + 1, t, 1 - t, 2 - t], axis=1)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1          # |x| <= 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a    # 1 < |x| < 2
+    return np.where(x <= 1, near, far)
+
+
+def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] interpolation matrix of torch's bicubic resize along one axis (borders clamped)."""
+    scale = n_in / n_out
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
+    base = np.floor(src)
+    w = _cubic_weights(src - base)
+    m = np.zeros((n_out, n_in), np.float64)
+    for tap in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + tap, 0, n_in - 1)
+        np.add.at(m, (np.arange(n_out), idx), w[:, tap])
+    return m
+
+
+def resize_bicubic(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """x: [C, H, W] float -> [C, h, w] float32, like torch.nn.functional.interpolate(mode='bicubic')."""
+    h, w = size
+    rows = _bicubic_matrix(x.shape[1], h)
+    cols = _bicubic_matrix(x.shape[2], w)
+    return np.einsum("hH,cHW,wW->chw", rows, x.astype(np.float64), cols).astype(np.float32)
+
+
+def resize_center_crop(img, width: int, height: int):
+    """Scale (LANCZOS) so the image covers width x height, then crop the center (official ti2v)."""
+    from PIL import Image
+
+    iw, ih = img.width, img.height
+    scale = max(width / iw, height / ih)
+    img = img.resize((round(iw * scale), round(ih * scale)), Image.LANCZOS)
+    x1 = (img.width - width) // 2
+    y1 = (img.height - height) // 2
+    return img.crop((x1, y1, x1 + width, y1 + height))
+
+
+def video_to_uint8(video: np.ndarray) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (official: clamp, map to [0, 1], *255, truncate)."""
+    v = np.clip(video.astype(np.float32), -1.0, 1.0)
+    v = (v + 1.0) / 2.0
+    return (v * 255.0).astype(np.uint8).transpose(1, 2, 3, 0)
+
+
+def check_output_path(path: str) -> str:
+    """Validate an output file path before any work: folder exists and is writable, suffix supported."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise ValueError(f"--save_file {path!r}: folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--save_file {path!r}: folder {folder!r} is not writable")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+        raise ValueError(f"--save_file {path!r}: unsupported suffix {suffix!r}; use .mp4 for video or .png")
+    return path
+
+
+def _atomic_write(path: str, write) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_video(video: np.ndarray, path: str, fps: int) -> str:
+    """Write [3, F, H, W] in [-1, 1] as H.264 mp4 (imageio-ffmpeg, quality 8 as official)."""
+    import imageio
+
+    frames = video_to_uint8(video)
+
+    def write(tmp):
+        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1)
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
+
+    return _atomic_write(path, write)
+
+
+def save_image(video: np.ndarray, path: str) -> str:
+    """Write the first frame of [3, F, H, W] in [-1, 1] as an image file."""
+    from PIL import Image
+
+    frame = video_to_uint8(video)[0]
+    return _atomic_write(path, lambda tmp: Image.fromarray(frame).save(tmp))
+
+
+def read_video(path: str) -> Tuple[np.ndarray, float]:
+    """Read an mp4 back: uint8 [F, H, W, 3] and its fps (used by tests and users checking output)."""
+    import imageio
+
+    reader = imageio.get_reader(path)
+    try:
+        fps = float(reader.get_meta_data().get("fps", 0.0))
+        frames = np.stack([np.asarray(f) for f in reader])
+    finally:
+        reader.close()
+    return frames, fps
