@@ -553,3 +553,232 @@ class WanVAE_(nn.Cell):
             cache.begin_chunk()
             outs.append(self.decoder(x[:, :, i:i + 1], cache))
         return outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+
+
+# --------------------------------------------------------------------------------------------- spatial tiling
+
+def _tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of evenly spaced tiles of size ``tile`` covering [0, length), neighbours sharing at least
+    ``overlap`` cells; the first tile starts at 0 and the last one ends at ``length``."""
+    if length <= tile:
+        return [0]
+    count = 1 + -(-(length - tile) // (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _blend_weights(starts: List[int], tile: int, length: int, unit: int) -> List[np.ndarray]:
+    """Per-tile 1-D weights in output cells (``unit`` output cells per grid cell): a linear ramp over the region
+    shared with the previous/next tile, 1 elsewhere. Complementary ramps make overlapping weights sum to 1."""
+    weights = []
+    for i, start in enumerate(starts):
+        size = min(tile, length - start) * unit
+        w = np.ones(size, np.float32)
+        if i > 0:
+            shared = (starts[i - 1] + tile - start) * unit
+            w[:shared] = np.minimum(w[:shared], (np.arange(shared, dtype=np.float32) + 0.5) / shared)
+        if i + 1 < len(starts):
+            shared = (start + tile - starts[i + 1]) * unit
+            ramp = 1.0 - (np.arange(shared, dtype=np.float32) + 0.5) / shared
+            w[size - shared:] = np.minimum(w[size - shared:], ramp)
+        weights.append(w)
+    return weights
+
+
+def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, in_unit: int, out_unit: int, tile: int,
+                overlap: int) -> Tensor:
+    """Apply a spatially equivariant video network tile by tile and blend the overlaps linearly.
+
+    The spatial axes are measured in grid cells: a cell is ``in_unit`` input pixels and ``out_unit`` output
+    pixels (decode: 1 latent pixel -> 8 video pixels; encode: 8 video pixels -> 1 latent pixel). Every tile
+    runs the whole clip through ``fn`` (so each tile is its own causal chunked pass); only one tile's
+    activations are alive at a time, and the blended result is accumulated on the host.
+
+    Args:
+        fn: [B, Cin, T, h*in_unit, w*in_unit] -> [B, Cout, T', h*out_unit, w*out_unit].
+        x: [B, Cin, T, H, W] with H, W multiples of ``in_unit``.
+        tile, overlap: tile size and minimum overlap in grid cells (0 <= overlap < tile).
+    Returns:
+        [B, Cout, T', H/in_unit*out_unit, W/in_unit*out_unit] float32.
+    """
+    assert 0 <= overlap < tile, f"overlap {overlap} must be in [0, tile={tile})"
+    gh, gw = x.shape[3] // in_unit, x.shape[4] // in_unit
+    rows, cols = _tile_starts(gh, tile, overlap), _tile_starts(gw, tile, overlap)
+    row_w, col_w = _blend_weights(rows, tile, gh, out_unit), _blend_weights(cols, tile, gw, out_unit)
+    acc = None
+    for r, r0 in enumerate(rows):
+        for c, c0 in enumerate(cols):
+            r1, c1 = min(r0 + tile, gh), min(c0 + tile, gw)
+            part = fn(x[:, :, :, r0 * in_unit:r1 * in_unit, c0 * in_unit:c1 * in_unit])
+            part = part.astype(ms.float32).asnumpy()
+            if acc is None:
+                acc = np.zeros(part.shape[:3] + (gh * out_unit, gw * out_unit), np.float32)
+                norm = np.zeros((gh * out_unit, gw * out_unit), np.float32)
+            w = row_w[r][:, None] * col_w[c][None, :]
+            ys, xs = slice(r0 * out_unit, r1 * out_unit), slice(c0 * out_unit, c1 * out_unit)
+            acc[:, :, :, ys, xs] += part * w
+            norm[ys, xs] += w
+            del part
+    return Tensor(acc / norm)
+
+
+def _tile_cells(name: str, pixels: int, stride: int) -> int:
+    if pixels % stride:
+        raise ValueError(f"{name}={pixels} must be a multiple of the VAE's spatial stride {stride} (pixels)")
+    return pixels // stride
+
+
+def tiled_decode(decode_fn: Callable[[Tensor], Tensor], z: Tensor, stride: int, tile_size: int,
+                 tile_overlap: int) -> Tensor:
+    """Decode latent ``z`` [B, C, T, h, w] in spatial tiles. ``tile_size``/``tile_overlap`` are in video pixels
+    (multiples of ``stride``, the VAE's spatial compression); ``decode_fn`` maps a latent tile to video."""
+    tile, overlap = _tile_cells("tile_size", tile_size, stride), _tile_cells("tile_overlap", tile_overlap, stride)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile_overlap={tile_overlap} must be >= 0 and smaller than tile_size={tile_size}")
+    return tiled_apply(decode_fn, z, 1, stride, tile, overlap)
+
+
+def tiled_encode(encode_fn: Callable[[Tensor], Tensor], x: Tensor, stride: int, tile_size: int,
+                 tile_overlap: int) -> Tensor:
+    """Encode video ``x`` [B, 3, T, H, W] in spatial tiles (same pixel units as :func:`tiled_decode`)."""
+    tile, overlap = _tile_cells("tile_size", tile_size, stride), _tile_cells("tile_overlap", tile_overlap, stride)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile_overlap={tile_overlap} must be >= 0 and smaller than tile_size={tile_size}")
+    return tiled_apply(encode_fn, x, stride, 1, tile, overlap)
+
+
+# ------------------------------------------------------------------------------------------------- wrapper
+
+# Per-channel statistics of the Wan2.1 latent space (official constants).
+WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+# The architecture the official wrapper builds (``_video_vae``).
+WAN21_CONFIG = dict(dim=96, dim_mult=(1, 2, 4, 4), num_res_blocks=2, attn_scales=(),
+                    temperal_downsample=(False, True, True), dropout=0.0)
+
+SPATIAL_STRIDE = 8
+TEMPORAL_STRIDE = 4
+
+
+def check_vae2_1_checkpoint(path, in_channels: int = 3) -> None:
+    """Refuse, before building anything, a file that is not a Wan2.1 VAE state dict (e.g. Wan2.2_VAE.pth).
+
+    Raises FileNotFoundError / ValueError naming what was expected and what was found.
+    """
+    import convert  # the checkpoint layer (numpy only)
+
+    with convert.open_checkpoint(path) as reader:
+        keys = list(reader.keys())
+        if "encoder.conv1.weight" not in keys or "decoder.head.2.weight" not in keys:
+            raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys 'encoder.conv1.weight' and "
+                             f"'decoder.head.2.weight', found {len(keys)} keys starting with {keys[:3]}; "
+                             "pass the Wan2.1_VAE.pth of the model folder")
+        found_in = reader.shape("encoder.conv1.weight")[1]
+        nested = any(k.startswith("encoder.downsamples.0.downsamples.") for k in keys)
+        if found_in == 12 or nested:
+            raise ValueError(f"{path} is a Wan2.2 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
+                             "channels of a 2x2-patchified video, with nested down-sampling blocks); the "
+                             f"Wan2.1 VAE expects {in_channels} input channels. Use Wan2.1_VAE.pth with "
+                             "Wan2_1_VAE, or load this file with Wan2_2_VAE (the TI2V-5B model)")
+        if found_in != in_channels:
+            raise ValueError(f"{path}: encoder.conv1.weight takes {found_in} input channels, the Wan2.1 VAE "
+                             f"expects {in_channels}; this is not a Wan2.1_VAE.pth")
+
+
+class Wan2_1_VAE:
+    """The official Wan2.1 VAE wrapper: fixed latent statistics, lists of videos in, lists of latents out.
+
+    Args:
+        z_dim: latent channels (16; the latent statistics are defined for 16).
+        vae_pth: path of ``Wan2.1_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
+        dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
+        model_config: overrides of :data:`WAN21_CONFIG` (tiny test models); the release needs none.
+    """
+
+    def __init__(self, z_dim: int = 16, vae_pth=None, dtype=ms.float32, model_config: Optional[dict] = None):
+        if z_dim != len(WAN21_LATENT_MEAN):
+            raise ValueError(f"z_dim={z_dim}: the Wan2.1 latent statistics have {len(WAN21_LATENT_MEAN)} "
+                             "channels; use z_dim=16")
+        config = dict(WAN21_CONFIG)
+        config.update(model_config or {})
+        if config.pop("z_dim", z_dim) != z_dim:
+            raise ValueError(f"model_config z_dim={model_config['z_dim']} contradicts z_dim={z_dim}")
+        if vae_pth is not None:
+            check_vae2_1_checkpoint(vae_pth)
+        self.dtype = dtype
+        self.z_dim = z_dim
+        self.model = WanVAE_(z_dim=z_dim, dtype=dtype, **config)
+        self.model.set_train(False)
+        if vae_pth is not None:
+            import convert
+
+            convert.load_into_cell(self.model, vae_pth, network="vae2_1")
+        self.mean = Tensor(np.array(WAN21_LATENT_MEAN, np.float32))
+        self.std = Tensor(np.array(WAN21_LATENT_STD, np.float32))
+        self.scale = [self.mean, 1.0 / self.std]
+
+    # -- validation -----------------------------------------------------------------------------------
+    @staticmethod
+    def _as_list(items, what: str) -> list:
+        if isinstance(items, (Tensor, np.ndarray)) or not isinstance(items, (list, tuple)):
+            raise ValueError(f"{what} must be a list of tensors (one per sample), got {type(items).__name__}; "
+                             "wrap a single tensor in a list")
+        return [u if isinstance(u, Tensor) else Tensor(np.asarray(u, np.float32)) for u in items]
+
+    def _check_video(self, i: int, u: Tensor) -> None:
+        if u.ndim != 4 or u.shape[0] != 3:
+            raise ValueError(f"video {i} has shape {tuple(u.shape)}; expected [3, T, H, W] (RGB, channel first) "
+                             "with values in [-1, 1]")
+        t, h, w = u.shape[1:]
+        if (t - 1) % TEMPORAL_STRIDE:
+            raise ValueError(f"video {i} has {t} frames; the Wan2.1 VAE encodes 1 + 4k frames (1, 5, 9, ..., 81): "
+                             f"trim to {1 + (t - 1) // 4 * 4} or pad to {1 + -(-(t - 1) // 4) * 4} frames")
+        if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE:
+            raise ValueError(f"video {i} is {h}x{w} (HxW); height and width must be multiples of "
+                             f"{SPATIAL_STRIDE}")
+
+    def _check_latent(self, i: int, z: Tensor) -> None:
+        if z.ndim != 4 or z.shape[0] != self.z_dim:
+            raise ValueError(f"latent {i} has shape {tuple(z.shape)}; expected [{self.z_dim}, T, h, w]")
+
+    # -- API --------------------------------------------------------------------------------------------
+    def encode(self, videos, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """videos: list of [3, T, H, W] in [-1, 1], T = 1 + 4k -> list of float32 [16, 1 + k, H/8, W/8].
+
+        ``tiled=True`` encodes overlapping ``tile_size`` x ``tile_size`` pixel tiles (overlap ``tile_overlap``
+        pixels, both multiples of 8) and blends them linearly: less memory, approximately equal output.
+        """
+        videos = self._as_list(videos, "videos")
+        for i, u in enumerate(videos):
+            self._check_video(i, u)
+
+        def run(x):
+            return self.model.encode(x.astype(self.dtype), self.scale)
+
+        outs = []
+        for u in videos:
+            x = u.astype(self.dtype)[None]
+            y = tiled_encode(run, x, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(x)
+            outs.append(y.astype(ms.float32)[0])
+        return outs
+
+    def decode(self, zs, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """zs: list of [16, T, h, w] -> list of float32 videos [3, 1 + 4(T-1), 8h, 8w] clamped to [-1, 1].
+
+        ``tiled=True``: decode overlapping spatial tiles (sizes in video pixels, multiples of 8) and blend.
+        """
+        zs = self._as_list(zs, "zs")
+        for i, z in enumerate(zs):
+            self._check_latent(i, z)
+
+        def run(z):
+            return self.model.decode(z, self.scale)
+
+        outs = []
+        for z in zs:
+            z = z.astype(self.dtype)[None]
+            y = tiled_decode(run, z, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(z)
+            outs.append(ops.clamp(y.astype(ms.float32), -1.0, 1.0)[0])
+        return outs
