@@ -164,7 +164,13 @@ class Linear(nn.Cell):
 
     The input is cast to the compute dtype: the weight's dtype by default, or ``compute_dtype`` for the layers
     the official code runs in float32 under autocast (time embedding, modulation, head).
+
+    ``weight_provider``: an optional hook set from outside (``wan.distributed.apply_zero3``), called as
+    ``weight_provider(self.weight)`` on every call; it returns the full [out, in] weight (e.g. gathered from
+    ZeRO3 row shards). None uses ``self.weight`` as is.
     """
+
+    weight_provider = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=ms.float32,
                  compute_dtype=None):
@@ -179,8 +185,9 @@ class Linear(nn.Cell):
         self.bias = Parameter(ops.zeros((out_features,), dtype), name="bias") if bias else None
 
     def construct(self, x: Tensor) -> Tensor:
-        dtype = self.compute_dtype or self.weight.dtype
-        w = self.weight if self.weight.dtype == dtype else self.weight.astype(dtype)
+        w = self.weight if self.weight_provider is None else self.weight_provider(self.weight)
+        dtype = self.compute_dtype or w.dtype
+        w = w if w.dtype == dtype else w.astype(dtype)
         b = self.bias
         if b is not None and b.dtype != dtype:
             b = b.astype(dtype)
