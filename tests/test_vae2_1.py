@@ -143,32 +143,33 @@ def test_tiled_with_one_tile_equals_untiled(vae, ref):
                                   vae.decode([z])[0].asnumpy())
 
 
-# Tiled vs untiled on a 128x128 clip with 96-pixel tiles and 32-pixel overlaps (2x2 tiles). The tiny random
+# Tiled vs untiled on a 128x128 frame with 96-pixel tiles and 32-pixel overlaps (2x2 tiles). The tiny random
 # VAE has a receptive field wider than the whole latent (about 11 latent pixels of 3x3 convs before the first
 # upsampling, plus a full-frame attention) and random weights do not decay with distance, so tiles differ from
-# the whole frame well inside the overlaps. Measured: decode max 0.89, mean 0.042 (mean |output| 0.18);
-# encode max 0.031, mean 0.0029 (mean |latent| 0.25). The bounds add headroom; tile-placement or blending
+# the whole frame well inside the overlaps. Measured: decode max 0.35, mean 0.026 (mean |output| 0.16);
+# encode max 0.019, mean 0.0022 (mean |latent| 0.26); with 2 latent frames the decode error was max 0.89, mean
+# 0.042. The bounds add headroom; tile-placement or blending
 # bugs are caught exactly by the test above.
-TILED_DECODE_TOL = dict(max=1.2, mean=0.06)
-TILED_ENCODE_TOL = dict(max=0.06, mean=0.005)
+TILED_DECODE_TOL = dict(max=0.5, mean=0.04)
+TILED_ENCODE_TOL = dict(max=0.04, mean=0.004)
 
 
 def test_tiled_decode_is_close_to_untiled(vae):
     rng = np.random.default_rng(0)
-    z = Tensor(rng.standard_normal((16, 2, 16, 16)).astype(np.float32))
+    z = Tensor(rng.standard_normal((16, 1, 16, 16)).astype(np.float32))
     full = vae.decode([z])[0].asnumpy()
     tiled = vae.decode([z], tiled=True, tile_size=96, tile_overlap=32)[0].asnumpy()
-    assert tiled.shape == full.shape == (3, 5, 128, 128)
+    assert tiled.shape == full.shape == (3, 1, 128, 128)
     err = np.abs(tiled - full)
     assert err.max() < TILED_DECODE_TOL["max"] and err.mean() < TILED_DECODE_TOL["mean"], (err.max(), err.mean())
 
 
 def test_tiled_encode_is_close_to_untiled(vae):
     rng = np.random.default_rng(1)
-    x = Tensor(rng.uniform(-1, 1, (3, 5, 128, 128)).astype(np.float32))
+    x = Tensor(rng.uniform(-1, 1, (3, 1, 128, 128)).astype(np.float32))
     full = vae.encode([x])[0].asnumpy()
     tiled = vae.encode([x], tiled=True, tile_size=96, tile_overlap=32)[0].asnumpy()
-    assert tiled.shape == full.shape == (16, 2, 16, 16)
+    assert tiled.shape == full.shape == (16, 1, 16, 16)
     err = np.abs(tiled - full)
     assert err.max() < TILED_ENCODE_TOL["max"] and err.mean() < TILED_ENCODE_TOL["mean"], (err.max(), err.mean())
 
