@@ -236,9 +236,9 @@ def main(argv=None) -> int:
     from wan.pipeline import ParallelHooks, WanPipeline
     from wan.utils.media import save_image, save_video
 
-    if args.device_target:
-        ms.set_context(device_target=args.device_target)
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+    from wan.runtime import configure
+
+    configure(args.device_target)
     parallel = ParallelHooks()
     if world_size > 1:
         from wan.distributed import setup_parallel

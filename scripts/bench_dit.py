@@ -57,6 +57,9 @@ def run_mindspore(args):
 
     from wan.modules.model import WanModel
 
+    from wan.runtime import configure
+
+    configure()
     if args.threads:
         ms.set_context(runtime_num_threads=args.threads)
     dtype = getattr(ms, args.dtype)

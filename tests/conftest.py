@@ -5,3 +5,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def pytest_configure(config):
+    from wan.runtime import configure
+
+    configure()
