@@ -47,6 +47,8 @@ class CheckpointReader:
     """
 
     path = ""
+    # True when read() always returns a newly allocated array that no one else references.
+    fresh_arrays = False
 
     def keys(self):
         """Tensor names in file order."""

@@ -28,15 +28,22 @@ def ms_dtype_name(ms_dtype):
     return {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "float64": "float64"}.get(name, name)
 
 
-def to_ms_tensor(array, dtype):
-    """numpy array in `dtype`'s storage form (bfloat16 = uint16 bits) -> mindspore Tensor of that dtype, exactly."""
+def to_ms_tensor(array, dtype, share=False):
+    """numpy array in `dtype`'s storage form (bfloat16 = uint16 bits) -> mindspore Tensor of that dtype, exactly.
+
+    share=True hands the array's memory to the Tensor instead of copying it (only for arrays nobody else holds):
+    on hosts where first-touching memory is slow, the copy doubles the cost of a load.
+    """
     import mindspore as ms
 
+    array = np.ascontiguousarray(array)
     if dtype == "bfloat16":
         from mindspore.common.np_dtype import bfloat16 as np_bfloat16  # MindSpore's numpy bf16 type
 
-        return ms.Tensor(np.ascontiguousarray(array).view(np_bfloat16))
-    return ms.Tensor(np.ascontiguousarray(array))
+        array = array.view(np_bfloat16)
+    if share and array.flags.writeable:
+        return ms.Tensor.from_numpy(array)
+    return ms.Tensor(array)
 
 
 def _mismatch_message(source, network, missing, unexpected, misshaped):
@@ -77,7 +84,11 @@ def plan_load(reader, param_shapes, network, source=None):
 
 
 def read_param(reader, key, our_dtype, rows=None):
-    """Tensor `key` converted to `our_dtype` storage (bfloat16 as uint16 bits), optionally rows of dim 0."""
+    """Tensor `key` converted to `our_dtype` storage (bfloat16 as uint16 bits), optionally rows of dim 0.
+
+    The result is a fresh array (safe to hand over without copying) when the reader's `fresh_arrays` is
+    True or a dtype conversion took place.
+    """
     src = reader.dtype(key)
     raw = reader.read(key, rows=rows, raw=True)
     if src not in _MS_DTYPES or our_dtype not in _MS_DTYPES:
@@ -121,9 +132,10 @@ def load_into_cell(cell, source, network="dit", strict=True, dtype=None, shard=N
         want = keymap.param_dtype(name, target or ms_dtype_name(param.dtype))
         rows = zero3_slice(shapes[name], *shard) if shard is not None else None
         array = read_param(reader, key, want, rows=rows)
+        fresh = reader.fresh_arrays or reader.dtype(key) != want
         if ms_dtype_name(param.dtype) != want:
             param.set_dtype(getattr(ms, want))
-        param.set_data(to_ms_tensor(array, want), slice_shape=rows is not None)
+        param.set_data(to_ms_tensor(array, want, share=fresh), slice_shape=rows is not None)
         report.loaded.append(name)
         if rows is not None:
             report.sharded[name] = (rows.start, rows.stop)

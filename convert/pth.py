@@ -126,6 +126,8 @@ def _flatten(obj, prefix, out, path):
 class PthReader(CheckpointReader):
     """A `torch.save` zip checkpoint holding a (possibly nested) dict of tensors; nested names are joined by '.'."""
 
+    fresh_arrays = True
+
     def __init__(self, path):
         self.path = str(path)
         if not os.path.isfile(self.path):
@@ -247,7 +249,7 @@ class PthReader(CheckpointReader):
                                                strides=tuple(s * item for s in ref.stride))
         if row_range is not None:
             view = view[row_range[0]:row_range[1]]
-        return np.ascontiguousarray(view)
+        return np.array(view, order="C")  # a copy: `raw` is read-only and may back several tensors
 
     def close(self):
         if self._fd is not None:

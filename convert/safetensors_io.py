@@ -96,6 +96,8 @@ def parse_header(path):
 class SafetensorsReader(CheckpointReader):
     """One .safetensors file. Reads go straight to the bytes of the requested rows."""
 
+    fresh_arrays = True
+
     def __init__(self, path):
         self.path = str(path)
         self._entries, self.metadata, _ = parse_header(self.path)
@@ -136,6 +138,8 @@ class ShardedSafetensorsReader(CheckpointReader):
     Every shard named by the index must exist and its header must hold exactly the keys the index assigns
     to it; only one shard's file descriptor is needed per read, so shards are never loaded together.
     """
+
+    fresh_arrays = True
 
     def __init__(self, index_path):
         self.path = str(index_path)
