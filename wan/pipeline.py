@@ -194,12 +194,13 @@ def check_checkpoint_dir(task: TaskConfig, ckpt_dir: str) -> Dict[str, str]:
 
 
 def _converted(path: str) -> bool:
-    """A converted MindSpore file may stand in for an official .pth (same stem, .ckpt)."""
-    return os.path.isfile(os.path.splitext(path)[0] + ".ckpt")
+    """A converted MindSpore file may stand in for an official .pth (same stem, .safetensors: what
+    ``python -m convert`` writes)."""
+    return os.path.isfile(os.path.splitext(path)[0] + ".safetensors")
 
 
 def _resolve(path: str) -> str:
-    return path if os.path.isfile(path) else os.path.splitext(path)[0] + ".ckpt"
+    return path if os.path.isfile(path) else os.path.splitext(path)[0] + ".safetensors"
 
 
 def infer_t5_config(path: str) -> dict:
