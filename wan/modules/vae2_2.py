@@ -9,13 +9,14 @@ Parameter names equal the keys of the official ``Wan2.2_VAE.pth``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .vae2_1 import (AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMS_norm, SiLU,
-                     _run_conv, _run_head, _scale_param, encode_chunks)
+                     Wan2_1_VAE, _run_conv, _run_head, _scale_param, encode_chunks, tiled_decode, tiled_encode)
 
 PATCH = 2  # the encoder sees 2x2 pixel patches as 12 channels
 PATCHED_CHANNELS = 3 * PATCH * PATCH
@@ -324,3 +325,145 @@ class WanVAE_(nn.Cell):
             outs.append(self.decoder(x[:, :, i:i + 1], cache, first_chunk=i == 0))
         out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
         return unpatchify(out)
+
+
+# ------------------------------------------------------------------------------------------------- wrapper
+
+# Per-channel statistics of the Wan2.2 latent space (official constants).
+WAN22_LATENT_MEAN = (-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+                     -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+                     -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+                     -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+                     -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+                     0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667)
+WAN22_LATENT_STD = (0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+                    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+                    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+                    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+                    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+                    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744)
+
+# The architecture the official wrapper builds: ``_video_vae`` with the wrapper's c_dim=160 and
+# temperal_downsample, and WanVAE_'s default dec_dim=256 (the wrapper never passes it).
+WAN22_CONFIG = dict(dim=160, dec_dim=256, dim_mult=(1, 2, 4, 4), num_res_blocks=2, attn_scales=(),
+                    temperal_downsample=(False, True, True), dropout=0.0)
+
+SPATIAL_STRIDE = 16
+TEMPORAL_STRIDE = 4
+
+
+def check_vae2_2_checkpoint(path, z_dim: int, dim: int, dec_dim: int, dim_mult: Sequence[int]) -> None:
+    """Refuse, before building anything, a file that is not a Wan2.2 VAE state dict of the configured widths
+    (e.g. Wan2.1_VAE.pth). Raises FileNotFoundError / ValueError naming what was expected and what was found.
+    """
+    import convert  # the checkpoint layer (numpy only)
+
+    with convert.open_checkpoint(path) as reader:
+        keys = list(reader.keys())
+        needed = ("encoder.conv1.weight", "decoder.conv1.weight", "conv2.weight")
+        if any(k not in keys for k in needed):
+            raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys {', '.join(needed)}, found "
+                             f"{len(keys)} keys starting with {keys[:3]}; pass the Wan2.2_VAE.pth of the "
+                             "TI2V-5B model folder")
+        found_in = reader.shape("encoder.conv1.weight")[1]
+        nested = any(k.startswith("encoder.downsamples.0.downsamples.") for k in keys)
+        if found_in != PATCHED_CHANNELS or not nested:
+            raise ValueError(f"{path} is a Wan2.1 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
+                             "channels, flat down-sampling blocks); the Wan2.2 VAE expects "
+                             f"{PATCHED_CHANNELS} input channels (2x2-patchified RGB) and residual down blocks. "
+                             "Use Wan2.2_VAE.pth with Wan2_2_VAE, or load this file with Wan2_1_VAE (A14B models)")
+        found = dict(z_dim=reader.shape("conv2.weight")[0], dim=reader.shape("encoder.conv1.weight")[0],
+                     dec_dim=reader.shape("decoder.conv1.weight")[0] // dim_mult[-1])
+        wanted = dict(z_dim=z_dim, dim=dim, dec_dim=dec_dim)
+        if found != wanted:
+            raise ValueError(f"{path} holds a Wan2.2 VAE with {found}, the model is configured with {wanted}; "
+                             "pass matching z_dim / model_config (the release is z_dim=48, dim=160, dec_dim=256)")
+
+
+class Wan2_2_VAE:
+    """The official Wan2.2 VAE wrapper: fixed 48-channel latent statistics, lists in, lists out.
+
+    Args:
+        z_dim: latent channels (48; the latent statistics are defined for 48).
+        vae_pth: path of ``Wan2.2_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
+        dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
+        model_config: overrides of :data:`WAN22_CONFIG` (tiny test models); the release needs none.
+    """
+
+    def __init__(self, z_dim: int = 48, vae_pth=None, dtype=ms.float32, model_config: Optional[dict] = None):
+        if z_dim != len(WAN22_LATENT_MEAN):
+            raise ValueError(f"z_dim={z_dim}: the Wan2.2 latent statistics have {len(WAN22_LATENT_MEAN)} "
+                             "channels; use z_dim=48")
+        config = dict(WAN22_CONFIG)
+        config.update(model_config or {})
+        if config.pop("z_dim", z_dim) != z_dim:
+            raise ValueError(f"model_config z_dim={model_config['z_dim']} contradicts z_dim={z_dim}")
+        if vae_pth is not None:
+            check_vae2_2_checkpoint(vae_pth, z_dim, config["dim"], config["dec_dim"], config["dim_mult"])
+        self.dtype = dtype
+        self.z_dim = z_dim
+        self.model = WanVAE_(z_dim=z_dim, dtype=dtype, **config)
+        self.model.set_train(False)
+        if vae_pth is not None:
+            import convert
+
+            convert.load_into_cell(self.model, vae_pth, network="vae2_2")
+        self.mean = Tensor(np.array(WAN22_LATENT_MEAN, np.float32))
+        self.std = Tensor(np.array(WAN22_LATENT_STD, np.float32))
+        self.scale = [self.mean, 1.0 / self.std]
+
+    def _check_video(self, i: int, u: Tensor) -> None:
+        if u.ndim != 4 or u.shape[0] != 3:
+            raise ValueError(f"video {i} has shape {tuple(u.shape)}; expected [3, T, H, W] (RGB, channel first) "
+                             "with values in [-1, 1]")
+        t, h, w = u.shape[1:]
+        if (t - 1) % TEMPORAL_STRIDE:
+            raise ValueError(f"video {i} has {t} frames; the Wan2.2 VAE encodes 1 + 4k frames (1, 5, ..., 121): "
+                             f"trim to {1 + (t - 1) // 4 * 4} or pad to {1 + -(-(t - 1) // 4) * 4} frames")
+        if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE:
+            raise ValueError(f"video {i} is {h}x{w} (HxW); height and width must be multiples of "
+                             f"{SPATIAL_STRIDE} for the Wan2.2 VAE")
+
+    def _check_latent(self, i: int, z: Tensor) -> None:
+        if z.ndim != 4 or z.shape[0] != self.z_dim:
+            raise ValueError(f"latent {i} has shape {tuple(z.shape)}; expected [{self.z_dim}, T, h, w] "
+                             "(a Wan2.2 latent)")
+
+    def encode(self, videos, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """videos: list of [3, T, H, W] in [-1, 1], T = 1 + 4k -> list of float32 [48, 1 + k, H/16, W/16].
+
+        ``tiled=True`` encodes overlapping ``tile_size`` x ``tile_size`` pixel tiles (overlap ``tile_overlap``
+        pixels, both multiples of 16) and blends them linearly: less memory, approximately equal output.
+        """
+        videos = Wan2_1_VAE._as_list(videos, "videos")
+        for i, u in enumerate(videos):
+            self._check_video(i, u)
+
+        def run(x):
+            return self.model.encode(x, self.scale)
+
+        outs = []
+        for u in videos:
+            x = u.astype(self.dtype)[None]
+            y = tiled_encode(run, x, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(x)
+            outs.append(y.astype(ms.float32)[0])
+        return outs
+
+    def decode(self, zs, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """zs: list of [48, T, h, w] -> list of float32 videos [3, 1 + 4(T-1), 16h, 16w] clamped to [-1, 1].
+
+        ``tiled=True``: decode overlapping spatial tiles (sizes in video pixels, multiples of 16) and blend.
+        """
+        zs = Wan2_1_VAE._as_list(zs, "zs")
+        for i, z in enumerate(zs):
+            self._check_latent(i, z)
+
+        def run(z):
+            return self.model.decode(z, self.scale)
+
+        outs = []
+        for z in zs:
+            z = z.astype(self.dtype)[None]
+            y = tiled_decode(run, z, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(z)
+            outs.append(ops.clamp(y.astype(ms.float32), -1.0, 1.0)[0])
+        return outs
