@@ -29,6 +29,8 @@ from .readers import open_checkpoint
 from .safetensors_io import SafetensorsReader, write_safetensors
 
 MANIFEST_FORMAT = "wan2.2-mindspore-checkpoint"
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".index.json")
+_EXTRA_FILE_LIMIT = 1 << 20
 
 
 def _sha256_file(path, chunk=16 << 20):
@@ -162,6 +164,14 @@ def convert_checkpoint(src, dst, dtype="bf16", vae_dtype="fp32", overwrite=False
             os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
             _atomic_copy(os.path.join(src, rel), os.path.join(dst, rel))
             written[rel] = None
+
+    # Small top-level extras (README, LICENSE, ModelScope's configuration.json, the tiny-checkpoint marker).
+    for fname in sorted(os.listdir(src)):
+        path = os.path.join(src, fname)
+        if os.path.isfile(path) and not fname.endswith(_WEIGHT_SUFFIXES) and fname not in written \
+                and os.path.getsize(path) <= _EXTRA_FILE_LIMIT:
+            _atomic_copy(path, os.path.join(dst, fname))
+            written[fname] = None
 
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "layout": layout, "dtype": dtype, "vae_dtype": vae_dtype,
                 "networks": networks, "files": {}}

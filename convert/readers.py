@@ -6,6 +6,7 @@ import numpy as np
 
 from .base import CheckpointReader
 from .errors import CheckpointError
+from .layout import DIT_CONVERTED
 from .pth import PthReader
 from .safetensors_io import SafetensorsReader, ShardedSafetensorsReader
 
@@ -78,8 +79,9 @@ class DictReader(CheckpointReader):
 def open_checkpoint(path):
     """Open a checkpoint lazily.
 
-    path: a .pth/.pt file (torch.save zip), a .safetensors file, a `*.safetensors.index.json`, a folder
-    holding exactly one index (sharded) or exactly one .safetensors file, or a MindSpore .ckpt.
+    path: a .pth/.pt file (torch.save zip), a .safetensors file, a `*.safetensors.index.json`, a MindSpore
+    .ckpt, or a DiT folder: one index (official shards), else mindspore_model.safetensors (converted), else
+    diffusion_pytorch_model.safetensors, else its only .safetensors file.
     Returns a CheckpointReader (keys / shape / dtype / read(key, rows=None, raw=False)).
     """
     if isinstance(path, CheckpointReader):
@@ -88,15 +90,21 @@ def open_checkpoint(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
+        # A DiT folder: the official shards (index), else a converted or unsharded DiT file. In TI2V-5B the
+        # DiT shares its folder with the T5/VAE files, whose converted forms are .safetensors too.
         indexes = sorted(glob.glob(os.path.join(path, "*.safetensors.index.json")))
         if len(indexes) == 1:
             return ShardedSafetensorsReader(indexes[0])
+        for name in (DIT_CONVERTED, "diffusion_pytorch_model.safetensors"):
+            if not indexes and os.path.isfile(os.path.join(path, name)):
+                return SafetensorsReader(os.path.join(path, name))
         singles = sorted(glob.glob(os.path.join(path, "*.safetensors")))
         if not indexes and len(singles) == 1:
             return SafetensorsReader(singles[0])
-        raise CheckpointError(f"{path}: expected one '*.safetensors.index.json' or one '*.safetensors' file, found "
-                              f"{len(indexes)} index file(s) and {len(singles)} safetensors file(s); point at the "
-                              "file itself")
+        raise CheckpointError(f"{path}: expected one '*.safetensors.index.json', a {DIT_CONVERTED}, a "
+                              f"diffusion_pytorch_model.safetensors or a single '*.safetensors' file; found "
+                              f"{len(indexes)} index file(s) and {len(singles)} other safetensors file(s). Point at "
+                              "the file itself")
     lower = path.lower()
     if lower.endswith(".safetensors.index.json"):
         return ShardedSafetensorsReader(path)

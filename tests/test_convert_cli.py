@@ -116,11 +116,13 @@ def test_mindspore_strict_load_of_converted_dit(converted):
             _bits(ref.read("blocks.1.ffn.2.weight", raw=True))
 
 
-def test_from_pretrained_reads_a_converted_expert(converted):
+@pytest.mark.parametrize("layout,sub", [("a14b", "high_noise_model"), ("ti2v", "")])
+def test_from_pretrained_reads_a_converted_dit(converted, layout, sub):
+    # In TI2V-5B the DiT shares the top folder with the converted T5/VAE .safetensors files.
     from wan.modules.model import WanModel
 
-    model = WanModel.from_pretrained(os.path.join(converted["a14b", "bf16"], "high_noise_model"))
-    with open_checkpoint(os.path.join(A14B, "high_noise_model")) as ref:
+    model = WanModel.from_pretrained(os.path.join(converted[layout, "bf16"], sub))
+    with open_checkpoint(os.path.join(A14B if layout == "a14b" else TI2V, sub)) as ref:
         for name, p in model.parameters_and_names():
             assert _bits(p.asnumpy()) == _bits(ref.read(name)), name
 
@@ -222,3 +224,33 @@ def test_weights_path_prefers_converted(converted):
     assert weights_path(A14B, "Wan2.1_VAE.pth").endswith("Wan2.1_VAE.pth")
     with pytest.raises(FileNotFoundError, match="Wan2.2_VAE.pth"):
         weights_path(A14B, "Wan2.2_VAE.pth")
+
+
+def _pipeline_params(ckpt_dir):
+    from wan.configs import get_task
+    from wan.pipeline import WanPipeline
+
+    pipe = WanPipeline(get_task("t2v-A14B"), ckpt_dir)
+    cells = {"t5": pipe.text_encoder.model, "vae": pipe.vae.model}
+    cells.update({role: expert.model for role, expert in pipe.experts.items()})
+    return {f"{c}/{n}": (str(p.dtype), _bits(p.asnumpy())) for c, cell in cells.items()
+            for n, p in cell.parameters_and_names()}
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_generate_pipeline_loads_a_converted_folder_identically(tmp_path, dtype):
+    """The generate.py pipeline built from a converted folder holds the same parameters as from the official one
+    (fp32 CPU run: bf16-converted weights widen back exactly, as the official bf16 files do)."""
+    src = os.path.join(os.path.dirname(__file__), "..", "examples", "tiny", "t2v-A14B")
+    dst = str(tmp_path / "ms")
+    cli.convert_checkpoint(src, dst, dtype, progress=False)
+    assert os.path.isfile(os.path.join(dst, "wan_tiny.json"))  # small extras travel along
+    official, converted = _pipeline_params(src), _pipeline_params(dst)
+    assert len(official) > 100 and official.keys() == converted.keys()
+    with open_checkpoint(os.path.join(src, "low_noise_model")) as ref:
+        all_bf16 = all(ref.dtype(k) == "bfloat16" for k in ref.keys())
+    differing = [k for k in official if official[k] != converted[k]]
+    if dtype == "fp32" or all_bf16:
+        assert differing == []
+    else:  # fp32 sources narrowed to bf16 by the conversion: only DiT/T5 may differ, never the VAE
+        assert not any(k.startswith("vae/") for k in differing)
