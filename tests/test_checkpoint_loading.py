@@ -36,7 +36,7 @@ def cell_with(shapes, dtype=ms.float32):
             if not hasattr(node, part):
                 setattr(node, part, _Node())
             node = getattr(node, part)
-        setattr(node, leaf, Parameter(ms.Tensor(np.zeros(shape, np.float32), dtype), name=leaf))
+        setattr(node, leaf, Parameter(ms.Tensor(np.zeros(shape, np.float32), dtype), name=name))
     return root
 
 
@@ -187,3 +187,23 @@ def test_in_memory_reader_and_dtype_conversion_into_cell():
     load_into_cell(cell, DictReader({"w": arr}), network="t5")
     assert cell.w.dtype == ms.float16
     np.testing.assert_array_equal(cell.w.asnumpy(), arr.astype(np.float16))
+
+
+def test_mindspore_ckpt_reader_round_trip(tmp_path):
+    from convert.dtypes import float32_to_bf16_bits
+
+    rng = np.random.default_rng(0)
+    w32 = rng.standard_normal((4, 3)).astype(np.float32)
+    cell = cell_with({"a.w": (4, 3), "a.b": (4,)})
+    cell.a.w.set_data(ms.Tensor(w32))
+    cell.a.b.set_dtype(ms.bfloat16)
+    cell.a.b.set_data(ms.Tensor(np.array([1.0, -2.5, 3.140625, 0.1], np.float32), ms.bfloat16))
+    path = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(cell, path)
+    with open_checkpoint(path) as ckpt:
+        assert sorted(ckpt.keys()) == ["a.b", "a.w"]
+        assert ckpt.dtype("a.b") == "bfloat16" and ckpt.dtype("a.w") == "float32"
+        assert _bits(ckpt.read("a.w")) == _bits(w32)
+        want = float32_to_bf16_bits(np.array([1.0, -2.5, 3.140625, 0.1], np.float32))
+        assert _bits(ckpt.read("a.b", raw=True)) == _bits(want)
+        assert _bits(ckpt.read("a.w", rows=(1, 3))) == _bits(w32[1:3])
