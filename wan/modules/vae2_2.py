@@ -197,20 +197,13 @@ class Encoder3d(nn.Cell):
                  temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
-        self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_downsample = list(temperal_downsample)
-
-        dims = [dim * u for u in [1] + self.dim_mult]
+        dims = [dim * u for u in [1, *dim_mult]]
         self.conv1 = CausalConv3d(PATCHED_CHANNELS, dims[0], 3, padding=1, dtype=dtype)
         levels = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
-            t_down = self.temperal_downsample[i] if i < len(self.temperal_downsample) else False
+            t_down = temperal_downsample[i] if i < len(temperal_downsample) else False
             levels.append(Down_ResidualBlock(in_dim, out_dim, dropout, mult=num_res_blocks,
-                                             temperal_downsample=t_down, down_flag=i != len(self.dim_mult) - 1,
+                                             temperal_downsample=t_down, down_flag=i != len(dim_mult) - 1,
                                              dtype=dtype))
         self.downsamples = nn.CellList(levels)
         self.middle = nn.CellList([ResidualBlock(out_dim, out_dim, dropout, dtype=dtype),
@@ -240,23 +233,16 @@ class Decoder3d(nn.Cell):
                  temperal_upsample: Sequence[bool] = (False, True, True), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
-        self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_upsample = list(temperal_upsample)
-
-        dims = [dim * u for u in [self.dim_mult[-1]] + self.dim_mult[::-1]]
+        dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
         self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1, dtype=dtype)
         self.middle = nn.CellList([ResidualBlock(dims[0], dims[0], dropout, dtype=dtype),
                                    AttentionBlock(dims[0], dtype=dtype),
                                    ResidualBlock(dims[0], dims[0], dropout, dtype=dtype)])
         levels = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
-            t_up = self.temperal_upsample[i] if i < len(self.temperal_upsample) else False
+            t_up = temperal_upsample[i] if i < len(temperal_upsample) else False
             levels.append(Up_ResidualBlock(in_dim, out_dim, dropout, mult=num_res_blocks + 1,
-                                           temperal_upsample=t_up, up_flag=i != len(self.dim_mult) - 1,
+                                           temperal_upsample=t_up, up_flag=i != len(dim_mult) - 1,
                                            dtype=dtype))
         self.upsamples = nn.CellList(levels)
         self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
