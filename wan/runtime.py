@@ -18,5 +18,5 @@ def configure(device_target: Optional[str] = None) -> str:
     ms.set_context(mode=ms.PYNATIVE_MODE)
     target = ms.get_context("device_target")
     if target == "CPU":
-        ms.set_context(pynative_synchronize=True)
+        ms.runtime.launch_blocking()
     return target
