@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .acc.offload import Offloader
 from .configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, TaskConfig
 
 log = logging.getLogger("wan")
@@ -89,7 +90,9 @@ class Expert:
 
 @dataclass
 class StepTiming:
+    """Seconds per denoising step and the number of DiT forward passes run."""
     times: List[float] = field(default_factory=list)
+    forwards: int = 0
 
 
 def choose_expert(t: float, experts: Dict[str, Expert], boundary: Optional[float]) -> Expert:
@@ -149,6 +152,7 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
             latent = (1.0 - keep_noise) * first_frame + keep_noise * latent
         if timing is not None:
             timing.times.append(time.perf_counter() - start)
+            timing.forwards += 1 if expert.guide_scale == 1.0 else 2
         steps.set_postfix(expert=expert.name, t=f"{t_value:.1f}")
     return latent
 
@@ -244,37 +248,6 @@ class ParallelHooks:
     prepare_t5: Optional[Callable] = None
     sequence_multiple: int = 1
     is_main: bool = True
-
-
-class Offloader:
-    """``--offload_model``: keep only the network in use on the device; the others wait in host memory.
-
-    Nothing is deleted: parameters are moved with ``Tensor.move_to`` and moved back before use. On a CPU
-    device target host and device memory are the same, so moves are no-ops apart from bookkeeping.
-    """
-
-    def __init__(self, enabled: bool):
-        import mindspore as ms
-
-        self.enabled = enabled
-        self.device = "Ascend" if ms.get_context("device_target") == "Ascend" else "CPU"
-        self.on_device: Dict[int, bool] = {}
-
-    def _move(self, cell, target: str) -> None:
-        for p in cell.get_parameters():
-            p.set_data(p.move_to(target))
-
-    def use(self, cell, *others) -> None:
-        """Make ``cell`` resident on the device and send ``others`` to host memory."""
-        if not self.enabled:
-            return
-        for other in others:
-            if other is not None and other is not cell and self.on_device.get(id(other), True):
-                self._move(other, "CPU")
-                self.on_device[id(other)] = False
-        if not self.on_device.get(id(cell), True):
-            self._move(cell, self.device)
-        self.on_device[id(cell)] = True
 
 
 class WanPipeline:
@@ -441,6 +414,7 @@ class WanPipeline:
                          on_expert=lambda e: self.offload.use(e.model, self.text_encoder.model, *dits),
                          progress=progress, timing=step_timing)
         timings["steps"] = step_timing.times
+        timings["dit_forwards"] = step_timing.forwards
         if not self.parallel.is_main:
             return None
         from mindspore import Tensor
