@@ -102,3 +102,35 @@ def test_backend_choice():
     assert K.backend() == "reference"  # this machine has no Ascend device
     with pytest.raises(ValueError, match="unknown kernel backend"):
         K.set_backend("cuda")
+
+
+def test_ascend_attention_glue_with_a_stand_in_kernel(monkeypatch):
+    """The Ascend branch's own logic (ragged keys per sample, layout, scale, dtypes) around the fused kernel.
+
+    ``ops.flash_attention_score`` has no CPU kernel, so a numpy stand-in with its BSND contract replaces it;
+    this checks everything the branch does except the kernel itself.
+    """
+    from mindspore import ops
+
+    calls = []
+
+    def fake_fused(q, k, v, head_num, input_layout, scalar_value):
+        assert input_layout == "BSND" and head_num == q.shape[2]
+        calls.append(tuple(k.shape))
+        qn, kn, vn = (t.asnumpy().astype(np.float32) for t in (q, k, v))
+        s = np.einsum("bqnd,bknd->bnqk", qn, kn) * scalar_value
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        return Tensor(np.einsum("bnqk,bknd->bqnd", p, vn).astype(np.float16))
+
+    monkeypatch.setattr(ops, "flash_attention_score", fake_fused)
+    K.set_backend("ascend")
+    q, k, v = (RNG.standard_normal((2, l, 2, 8)).astype(np.float16) for l in (3, 6, 6))
+    out = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[6, 2])
+    assert calls == [(1, 6, 2, 8), (1, 2, 2, 8)]  # each sample sees only its valid keys
+    assert out.dtype == Tensor(q).dtype
+    ref = _np_attention(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), [6, 2])
+    np.testing.assert_allclose(out.asnumpy().astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+    calls.clear()
+    K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[6, 6])  # all keys valid: one fused call
+    assert calls == [(2, 6, 2, 8)]
