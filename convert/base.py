@@ -1,4 +1,5 @@
 """The lazy reader interface every checkpoint format implements."""
+import mmap
 import os
 
 import numpy as np
@@ -25,9 +26,22 @@ def normalize_rows(rows, shape, key, path):
     return start, stop
 
 
+# Buffers at least this large come from a private anonymous mmap instead of numpy's allocator: numpy marks big
+# allocations MADV_HUGEPAGE, and with the kernel's default THP defrag policy the first touch then waits on memory
+# compaction; on the project's test VM that made checkpoint reads 3-4x slower (0.5 GiB: 2.5-3.7 s vs 0.6-0.9 s).
+_MMAP_MIN_BYTES = 4 << 20
+
+
+def alloc_bytes(nbytes):
+    """A fresh writable uint8 array of nbytes (anonymous memory; see _MMAP_MIN_BYTES)."""
+    if nbytes >= _MMAP_MIN_BYTES:
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8)
+    return np.empty(nbytes, dtype=np.uint8)
+
+
 def read_exact(fd, offset, nbytes, path, what):
     """Read exactly nbytes at offset into a fresh uint8 array (no page-cache mapping kept alive)."""
-    out = np.empty(nbytes, dtype=np.uint8)
+    out = alloc_bytes(nbytes)
     view = memoryview(out)
     done = 0
     while done < nbytes:
