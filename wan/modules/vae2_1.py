@@ -361,6 +361,8 @@ class AttentionBlock(nn.Cell):
         self.norm = RMS_norm(dim, dtype=dtype)
         self.to_qkv = Conv2d(dim, dim * 3, 1, dtype=dtype)
         self.proj = Conv2d(dim, dim, 1, dtype=dtype)
+        # official init: the block starts as an identity (matters only for random-weight runs)
+        self.proj.weight.set_data(ops.zeros(self.proj.weight.shape, dtype))
 
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         """x: [B, C, T, H, W] -> same shape. ``cache`` is accepted and unused (the block is per-frame)."""
