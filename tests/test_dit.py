@@ -96,3 +96,19 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"dim": 8, "not_a_key": 1}')
     with pytest.raises(ValueError, match="not_a_key"):
         WanModel.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["t2v-A14B", "i2v-A14B", "ti2v-5B"])
+def test_full_size_names_and_shapes_equal_the_release(name):
+    """The released configurations, built without allocating weights, have exactly the official keys/shapes."""
+    import json
+
+    import mindspore as ms
+    from mindspore import nn
+
+    with open(os.path.join(FIXTURES, "dit", "full_manifest.json")) as f:
+        manifest = json.load(f)[name]
+    with nn.no_init_parameters():
+        model = WanModel(**manifest["config"], dtype=ms.bfloat16)
+    ours = {n: list(p.shape) for n, p in model.parameters_and_names()}
+    assert ours == manifest["shapes"]

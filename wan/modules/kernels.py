@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 import mindspore as ms
 import numpy as np
+from mindspore.common.initializer import Uniform, initializer
 from mindspore import Parameter, Tensor, mint, nn, ops
 
 BACKENDS = ("ascend", "reference")
@@ -134,8 +135,8 @@ class LayerNorm(nn.Cell):
         self.dim = dim
         self.eps = eps
         if elementwise_affine:
-            self.weight = Parameter(ops.ones((dim,), dtype), name="weight")
-            self.bias = Parameter(ops.zeros((dim,), dtype), name="bias")
+            self.weight = Parameter(initializer("ones", (dim,), dtype), name="weight")
+            self.bias = Parameter(initializer("zeros", (dim,), dtype), name="bias")
         else:
             self.weight = None
             self.bias = None
@@ -151,7 +152,7 @@ class RMSNorm(nn.Cell):
         super().__init__()
         self.dim = dim
         self.eps = eps
-        self.weight = Parameter(ops.ones((dim,), dtype), name="weight")
+        self.weight = Parameter(initializer("ones", (dim,), dtype), name="weight")
 
     def construct(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.weight, self.eps)
@@ -180,9 +181,9 @@ class Linear(nn.Cell):
         self.compute_dtype = compute_dtype
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(
-            ms.common.initializer.initializer(ms.common.initializer.Uniform(bound), (out_features, in_features),
+            initializer(Uniform(bound), (out_features, in_features),
                                               dtype), name="weight")
-        self.bias = Parameter(ops.zeros((out_features,), dtype), name="bias") if bias else None
+        self.bias = Parameter(initializer("zeros", (out_features,), dtype), name="bias") if bias else None
 
     def construct(self, x: Tensor) -> Tensor:
         w = self.weight if self.weight_provider is None else self.weight_provider(self.weight)
@@ -302,9 +303,9 @@ class PatchEmbed3d(nn.Cell):
         self.patch_size = tuple(int(p) for p in patch_size)
         fan_in = in_dim * int(np.prod(self.patch_size))
         bound = 1.0 / math.sqrt(fan_in)
-        self.weight = Parameter(ms.common.initializer.initializer(
-            ms.common.initializer.Uniform(bound), (dim, in_dim, *self.patch_size), dtype), name="weight")
-        self.bias = Parameter(ops.zeros((dim,), dtype), name="bias")
+        self.weight = Parameter(initializer(
+            Uniform(bound), (dim, in_dim, *self.patch_size), dtype), name="weight")
+        self.bias = Parameter(initializer("zeros", (dim,), dtype), name="bias")
 
     def construct(self, x: Tensor) -> Tensor:
         """x: [B, C, F, H, W] -> [B, dim, F/pt, H/ph, W/pw]."""

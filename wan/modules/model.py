@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import mindspore as ms
 import numpy as np
+from mindspore.common.initializer import initializer
 from mindspore import Parameter, Tensor, nn, ops
 
 from . import kernels
@@ -207,7 +208,7 @@ class WanAttentionBlock(nn.Cell):
         self.norm2 = LayerNorm(dim, eps)
         self.ffn = FeedForward(dim, ffn_dim, dim, dtype=dtype)
         # Kept in float32 whatever the model dtype: the official modulation math runs in float32.
-        self.modulation = Parameter(ops.zeros((1, 6, dim), ms.float32), name="modulation")
+        self.modulation = Parameter(initializer("zeros", (1, 6, dim), ms.float32), name="modulation")
 
     def construct(self, x: Tensor, step: _Step) -> Tensor:
         """x: [B, L, dim] float32 residual stream -> same."""
@@ -232,7 +233,7 @@ class Head(nn.Cell):
         self.patch_size = tuple(patch_size)
         self.norm = LayerNorm(dim, eps)
         self.head = Linear(dim, int(np.prod(self.patch_size)) * out_dim, dtype=dtype, compute_dtype=ms.float32)
-        self.modulation = Parameter(ops.zeros((1, 2, dim), ms.float32), name="modulation")
+        self.modulation = Parameter(initializer("zeros", (1, 2, dim), ms.float32), name="modulation")
 
     def construct(self, x: Tensor, e: Tensor) -> Tensor:
         """x: [B, L, dim], e: [B, L|1, dim] float32 -> [B, L, prod(patch) * out_dim] float32."""
