@@ -286,7 +286,7 @@ class WanPipeline:
 
         t0 = time.perf_counter()
         vae_path = _resolve(files["vae"])
-        vae_dtype = ms.bfloat16 if on_ascend else ms.float32
+        vae_dtype = ms.float32  # the official pipelines run both VAEs in float32
         if task.vae_version == "2.1":
             from .modules.vae2_1 import Wan2_1_VAE
             self.vae = Wan2_1_VAE(vae_pth=vae_path, dtype=vae_dtype,
@@ -303,6 +303,8 @@ class WanPipeline:
         for role in roles:
             t0 = time.perf_counter()
             model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard)
+            if on_ascend:  # the official pipeline computes under bf16 autocast whatever the storage dtype
+                model.set_compute_dtype(getattr(ms, task.param_dtype))
             if role in lora_files:
                 from convert.lora import merge_lora
                 merge_lora(model, lora_files[role], scale=lora_scale, shard=self.parallel.dit_shard)

@@ -179,6 +179,8 @@ class Linear(nn.Cell):
         self.in_features = in_features
         self.out_features = out_features
         self.compute_dtype = compute_dtype
+        # A layer built with an explicit compute dtype keeps it (the float32 islands of the official model).
+        self.fixed_compute_dtype = compute_dtype is not None
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(
             initializer(Uniform(bound), (out_features, in_features),
@@ -306,16 +308,18 @@ class PatchEmbed3d(nn.Cell):
         self.weight = Parameter(initializer(
             Uniform(bound), (dim, in_dim, *self.patch_size), dtype), name="weight")
         self.bias = Parameter(initializer("zeros", (dim,), dtype), name="bias")
+        self.compute_dtype = None  # None: the weight's dtype
 
     def construct(self, x: Tensor) -> Tensor:
         """x: [B, C, F, H, W] -> [B, dim, F/pt, H/ph, W/pw]."""
         bsz, c, f, h, w = x.shape
         pt, ph, pw = self.patch_size
         gf, gh, gw = f // pt, h // ph, w // pw
-        x = x[:, :, :gf * pt, :gh * ph, :gw * pw].astype(self.weight.dtype)
+        dtype = self.compute_dtype or self.weight.dtype
+        x = x[:, :, :gf * pt, :gh * ph, :gw * pw].astype(dtype)
         x = x.reshape(bsz, c, gf, pt, gh, ph, gw, pw).transpose(0, 2, 4, 6, 1, 3, 5, 7)
         x = x.reshape(bsz, gf * gh * gw, c * pt * ph * pw)
-        y = linear(x, self.weight.reshape(self.dim, -1), self.bias)  # [B, L, dim]
+        y = linear(x, self.weight.reshape(self.dim, -1).astype(dtype), self.bias.astype(dtype))  # [B, L, dim]
         return y.transpose(0, 2, 1).reshape(bsz, self.dim, gf, gh, gw)
 
 

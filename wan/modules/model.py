@@ -292,6 +292,16 @@ class WanModel(nn.Cell):
         self.freqs = np.concatenate([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)),
                                      rope_params(1024, 2 * (d // 6))], axis=1)  # [1024, d // 2] angles
 
+    def set_compute_dtype(self, dtype) -> "WanModel":
+        """Run the matmuls in ``dtype`` whatever the storage dtype (bf16 on Ascend, as the official autocast
+        does); the float32 islands (time embedding, time projection, head) and the modulation math stay float32.
+        """
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, Linear) and not cell.fixed_compute_dtype:
+                cell.compute_dtype = dtype
+        self.patch_embedding.compute_dtype = dtype
+        return self
+
     # ---------------------------------------------------------------------------------------------- config
     CONFIG_KEYS = ("model_type", "patch_size", "text_len", "in_dim", "dim", "ffn_dim", "freq_dim", "text_dim",
                    "out_dim", "num_heads", "num_layers", "window_size", "qk_norm", "cross_attn_norm", "eps")
