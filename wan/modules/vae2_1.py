@@ -252,6 +252,18 @@ class ZeroPad2d(nn.Cell):
         return K.zero_pad(x, self.padding)
 
 
+def run_conv(conv: CausalConv3d, x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
+    """One causal conv; during a chunked pass (``cache`` given) it reads and updates its cache slot."""
+    return conv(x) if cache is None else conv.cached(x, cache)
+
+
+def run_layers(layers: Sequence[nn.Cell], x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
+    """Single-input layers in order (norms, activations, causal convs); the causal convs go through ``cache``."""
+    for layer in layers:
+        x = run_conv(layer, x, cache) if isinstance(layer, CausalConv3d) else layer(x)
+    return x
+
+
 # ------------------------------------------------------------------------------------------------- blocks
 
 class Resample(nn.Cell):
@@ -344,12 +356,7 @@ class ResidualBlock(nn.Cell):
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         """x: [B, in_dim, T, H, W] -> [B, out_dim, T, H, W]."""
         h = self.shortcut(x)
-        for layer in self.residual:
-            if cache is not None and isinstance(layer, CausalConv3d):
-                x = layer.cached(x, cache)
-            else:
-                x = layer(x)
-        return x + h
+        return run_layers(self.residual, x, cache) + h
 
 
 class AttentionBlock(nn.Cell):
@@ -379,17 +386,17 @@ class AttentionBlock(nn.Cell):
         return images_to_frames(y, t) + identity
 
 
-def _run_head(head: nn.CellList, x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
-    for layer in head:
-        if cache is not None and isinstance(layer, CausalConv3d):
-            x = layer.cached(x, cache)
-        else:
-            x = layer(x)
-    return x
+def middle_blocks(dim: int, dropout: float, dtype=ms.float32) -> nn.CellList:
+    """The encoder's and decoder's ``middle``: ResidualBlock, AttentionBlock, ResidualBlock at width ``dim``."""
+    return nn.CellList([ResidualBlock(dim, dim, dropout, dtype=dtype), AttentionBlock(dim, dtype=dtype),
+                        ResidualBlock(dim, dim, dropout, dtype=dtype)])
 
 
-def _run_conv(conv: CausalConv3d, x: Tensor, cache: Optional[FeatureCache]) -> Tensor:
-    return conv(x) if cache is None else conv.cached(x, cache)
+def output_head(in_dim: int, out_dim: int, dtype=ms.float32) -> nn.CellList:
+    """The encoder's and decoder's ``head``: RMS_norm, SiLU, 3x3x3 CausalConv3d (``head.0.gamma``,
+    ``head.2.weight``); [B, in_dim, T, H, W] -> [B, out_dim, T, H, W] through :func:`run_layers`."""
+    return nn.CellList([RMS_norm(in_dim, images=False, dtype=dtype), SiLU(),
+                        CausalConv3d(in_dim, out_dim, 3, padding=1, dtype=dtype)])
 
 
 # ---------------------------------------------------------------------------------------- encoder / decoder
@@ -406,42 +413,32 @@ class Encoder3d(nn.Cell):
                  temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
-        self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_downsample = list(temperal_downsample)
-
-        dims = [dim * u for u in [1] + self.dim_mult]
+        dims = [dim * u for u in [1, *dim_mult]]
         scale = 1.0
         self.conv1 = CausalConv3d(3, dims[0], 3, padding=1, dtype=dtype)
         blocks = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
-                if scale in self.attn_scales:
+                if scale in attn_scales:
                     blocks.append(AttentionBlock(out_dim, dtype=dtype))
                 in_dim = out_dim
-            if i != len(self.dim_mult) - 1:
-                mode = "downsample3d" if self.temperal_downsample[i] else "downsample2d"
+            if i != len(dim_mult) - 1:
+                mode = "downsample3d" if temperal_downsample[i] else "downsample2d"
                 blocks.append(Resample(out_dim, mode=mode, dtype=dtype))
                 scale /= 2.0
         self.downsamples = nn.CellList(blocks)
-        self.middle = nn.CellList([ResidualBlock(out_dim, out_dim, dropout, dtype=dtype),
-                                   AttentionBlock(out_dim, dtype=dtype),
-                                   ResidualBlock(out_dim, out_dim, dropout, dtype=dtype)])
-        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
-                                 CausalConv3d(out_dim, z_dim, 3, padding=1, dtype=dtype)])
+        self.middle = middle_blocks(out_dim, dropout, dtype)
+        self.head = output_head(out_dim, z_dim, dtype)
 
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         """x: [B, 3, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
-        x = _run_conv(self.conv1, x, cache)
+        x = run_conv(self.conv1, x, cache)
         for layer in self.downsamples:
             x = layer(x, cache)
         for layer in self.middle:
             x = layer(x, cache)
-        return _run_head(self.head, x, cache)
+        return run_layers(self.head, x, cache)
 
 
 class Decoder3d(nn.Cell):
@@ -453,44 +450,34 @@ class Decoder3d(nn.Cell):
                  temperal_upsample: Sequence[bool] = (False, True, True), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
-        self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_upsample = list(temperal_upsample)
-
-        dims = [dim * u for u in [self.dim_mult[-1]] + self.dim_mult[::-1]]
-        scale = 1.0 / 2 ** (len(self.dim_mult) - 2)
+        dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
+        scale = 1.0 / 2 ** (len(dim_mult) - 2)
         self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1, dtype=dtype)
-        self.middle = nn.CellList([ResidualBlock(dims[0], dims[0], dropout, dtype=dtype),
-                                   AttentionBlock(dims[0], dtype=dtype),
-                                   ResidualBlock(dims[0], dims[0], dropout, dtype=dtype)])
+        self.middle = middle_blocks(dims[0], dropout, dtype)
         blocks = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             if i in (1, 2, 3):  # the previous level's Resample halved the channels
                 in_dim = in_dim // 2
             for _ in range(num_res_blocks + 1):
                 blocks.append(ResidualBlock(in_dim, out_dim, dropout, dtype=dtype))
-                if scale in self.attn_scales:
+                if scale in attn_scales:
                     blocks.append(AttentionBlock(out_dim, dtype=dtype))
                 in_dim = out_dim
-            if i != len(self.dim_mult) - 1:
-                mode = "upsample3d" if self.temperal_upsample[i] else "upsample2d"
+            if i != len(dim_mult) - 1:
+                mode = "upsample3d" if temperal_upsample[i] else "upsample2d"
                 blocks.append(Resample(out_dim, mode=mode, dtype=dtype))
                 scale *= 2.0
         self.upsamples = nn.CellList(blocks)
-        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
-                                 CausalConv3d(out_dim, 3, 3, padding=1, dtype=dtype)])
+        self.head = output_head(out_dim, 3, dtype)
 
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 3, T', 8h, 8w]."""
-        x = _run_conv(self.conv1, x, cache)
+        x = run_conv(self.conv1, x, cache)
         for layer in self.middle:
             x = layer(x, cache)
         for layer in self.upsamples:
             x = layer(x, cache)
-        return _run_head(self.head, x, cache)
+        return run_layers(self.head, x, cache)
 
 
 # ------------------------------------------------------------------------------------------------ chunking
@@ -501,10 +488,42 @@ def encode_chunks(num_frames: int) -> List[Tuple[int, int]]:
     return [(0, 1)] + [(1 + 4 * (i - 1), 1 + 4 * i) for i in range(1, 1 + (num_frames - 1) // 4)]
 
 
+def chunked_encode(encoder: nn.Cell, x: Tensor) -> Tensor:
+    """Run ``encoder(chunk, cache)`` over the official frame chunks of x [B, C, T, H, W] with one fresh
+    :class:`FeatureCache`; the outputs are concatenated in time."""
+    cache = FeatureCache()
+    outs = []
+    for start, stop in encode_chunks(x.shape[2]):
+        cache.begin_chunk()
+        outs.append(encoder(x[:, :, start:stop], cache))
+    return outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+
+
+def chunked_decode(decoder: Callable[[Tensor, FeatureCache], Tensor], x: Tensor) -> Tensor:
+    """Run ``decoder(frame, cache)`` on one latent frame of x [B, C, T, h, w] at a time (the official decode
+    chunking) with one fresh :class:`FeatureCache`; the outputs are concatenated in time."""
+    cache = FeatureCache()
+    outs = []
+    for i in range(x.shape[2]):
+        cache.begin_chunk()
+        outs.append(decoder(x[:, :, i:i + 1], cache))
+    return outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+
+
 def _scale_param(s, z_dim: int, dtype):
     if isinstance(s, Tensor):
         return s.astype(dtype).reshape(1, z_dim, 1, 1, 1)
     return float(s)
+
+
+def normalize_latent(mu: Tensor, scale, z_dim: int) -> Tensor:
+    """mu [B, z_dim, T, h, w] -> (mu - mean) * (1/std), ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors."""
+    return (mu - _scale_param(scale[0], z_dim, mu.dtype)) * _scale_param(scale[1], z_dim, mu.dtype)
+
+
+def denormalize_latent(z: Tensor, scale, z_dim: int) -> Tensor:
+    """Inverse of :func:`normalize_latent`: z / (1/std) + mean."""
+    return z / _scale_param(scale[1], z_dim, z.dtype) + _scale_param(scale[0], z_dim, z.dtype)
 
 
 class WanVAE_(nn.Cell):
@@ -516,45 +535,26 @@ class WanVAE_(nn.Cell):
                  temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
         self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_downsample = list(temperal_downsample)
-        self.temperal_upsample = self.temperal_downsample[::-1]
-        self.encoder = Encoder3d(dim, z_dim * 2, self.dim_mult, num_res_blocks, self.attn_scales,
-                                 self.temperal_downsample, dropout, dtype=dtype)
+        self.encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
+                                 dropout, dtype=dtype)
         self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
         self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
-        self.decoder = Decoder3d(dim, z_dim, self.dim_mult, num_res_blocks, self.attn_scales,
-                                 self.temperal_upsample, dropout, dtype=dtype)
+        self.decoder = Decoder3d(dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
+                                 dropout, dtype=dtype)
 
     def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
         """x: [B, 3, T, H, W] in [-1, 1] -> normalized mean latent [B, z_dim, 1 + (T-1)//4, H/8, W/8].
 
         ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
         """
-        cache = FeatureCache()
-        outs = []
-        for start, stop in encode_chunks(x.shape[2]):
-            cache.begin_chunk()
-            outs.append(self.encoder(x[:, :, start:stop], cache))
-        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
-        mu = self.conv1(out)[:, :self.z_dim]
-        return (mu - _scale_param(scale[0], self.z_dim, mu.dtype)) * _scale_param(scale[1], self.z_dim, mu.dtype)
+        mu = self.conv1(chunked_encode(self.encoder, x))[:, :self.z_dim]
+        return normalize_latent(mu, scale, self.z_dim)
 
     def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
         """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 8h, 8w] (not clamped)."""
-        z = z.astype(self.conv2.weight.dtype)
-        z = z / _scale_param(scale[1], self.z_dim, z.dtype) + _scale_param(scale[0], self.z_dim, z.dtype)
-        x = self.conv2(z)
-        cache = FeatureCache()
-        outs = []
-        for i in range(x.shape[2]):
-            cache.begin_chunk()
-            outs.append(self.decoder(x[:, :, i:i + 1], cache))
-        return outs[0] if len(outs) == 1 else ops.cat(outs, 2)
+        z = denormalize_latent(z.astype(self.conv2.weight.dtype), scale, self.z_dim)
+        return chunked_decode(self.decoder, self.conv2(z))
 
 
 # --------------------------------------------------------------------------------------------- spatial tiling

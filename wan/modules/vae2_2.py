@@ -15,8 +15,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .vae2_1 import (AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMS_norm, SiLU,
-                     Wan2_1_VAE, _run_conv, _run_head, _scale_param, encode_chunks, tiled_decode, tiled_encode)
+from .vae2_1 import (CausalConv3d, FeatureCache, Resample, ResidualBlock, Wan2_1_VAE, chunked_decode,
+                     chunked_encode, denormalize_latent, middle_blocks, normalize_latent, output_head, run_conv,
+                     run_layers, tiled_decode, tiled_encode)
 
 PATCH = 2  # the encoder sees 2x2 pixel patches as 12 channels
 PATCHED_CHANNELS = 3 * PATCH * PATCH
@@ -206,20 +207,17 @@ class Encoder3d(nn.Cell):
                                              temperal_downsample=t_down, down_flag=i != len(dim_mult) - 1,
                                              dtype=dtype))
         self.downsamples = nn.CellList(levels)
-        self.middle = nn.CellList([ResidualBlock(out_dim, out_dim, dropout, dtype=dtype),
-                                   AttentionBlock(out_dim, dtype=dtype),
-                                   ResidualBlock(out_dim, out_dim, dropout, dtype=dtype)])
-        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
-                                 CausalConv3d(out_dim, z_dim, 3, padding=1, dtype=dtype)])
+        self.middle = middle_blocks(out_dim, dropout, dtype)
+        self.head = output_head(out_dim, z_dim, dtype)
 
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         """x: [B, 12, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
-        x = _run_conv(self.conv1, x, cache)
+        x = run_conv(self.conv1, x, cache)
         for layer in self.downsamples:
             x = layer(x, cache)
         for layer in self.middle:
             x = layer(x, cache)
-        return _run_head(self.head, x, cache)
+        return run_layers(self.head, x, cache)
 
 
 class Decoder3d(nn.Cell):
@@ -235,9 +233,7 @@ class Decoder3d(nn.Cell):
         super().__init__()
         dims = [dim * u for u in [dim_mult[-1], *dim_mult[::-1]]]
         self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1, dtype=dtype)
-        self.middle = nn.CellList([ResidualBlock(dims[0], dims[0], dropout, dtype=dtype),
-                                   AttentionBlock(dims[0], dtype=dtype),
-                                   ResidualBlock(dims[0], dims[0], dropout, dtype=dtype)])
+        self.middle = middle_blocks(dims[0], dropout, dtype)
         levels = []
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             t_up = temperal_upsample[i] if i < len(temperal_upsample) else False
@@ -245,17 +241,16 @@ class Decoder3d(nn.Cell):
                                            temperal_upsample=t_up, up_flag=i != len(dim_mult) - 1,
                                            dtype=dtype))
         self.upsamples = nn.CellList(levels)
-        self.head = nn.CellList([RMS_norm(out_dim, images=False, dtype=dtype), SiLU(),
-                                 CausalConv3d(out_dim, PATCHED_CHANNELS, 3, padding=1, dtype=dtype)])
+        self.head = output_head(out_dim, PATCHED_CHANNELS, dtype)
 
     def construct(self, x: Tensor, cache: Optional[FeatureCache] = None, first_chunk: bool = False) -> Tensor:
         """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 12, T', 8h, 8w]."""
-        x = _run_conv(self.conv1, x, cache)
+        x = run_conv(self.conv1, x, cache)
         for layer in self.middle:
             x = layer(x, cache)
         for layer in self.upsamples:
             x = layer(x, cache, first_chunk)
-        return _run_head(self.head, x, cache)
+        return run_layers(self.head, x, cache)
 
 
 class WanVAE_(nn.Cell):
@@ -269,20 +264,13 @@ class WanVAE_(nn.Cell):
                  temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
                  dtype=ms.float32):
         super().__init__()
-        self.dim = dim
-        self.dec_dim = dec_dim
         self.z_dim = z_dim
-        self.dim_mult = list(dim_mult)
-        self.num_res_blocks = num_res_blocks
-        self.attn_scales = list(attn_scales)
-        self.temperal_downsample = list(temperal_downsample)
-        self.temperal_upsample = self.temperal_downsample[::-1]
-        self.encoder = Encoder3d(dim, z_dim * 2, self.dim_mult, num_res_blocks, self.attn_scales,
-                                 self.temperal_downsample, dropout, dtype=dtype)
+        self.encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
+                                 dropout, dtype=dtype)
         self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
         self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
-        self.decoder = Decoder3d(dec_dim, z_dim, self.dim_mult, num_res_blocks, self.attn_scales,
-                                 self.temperal_upsample, dropout, dtype=dtype)
+        self.decoder = Decoder3d(dec_dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
+                                 dropout, dtype=dtype)
 
     def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
         """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> normalized mean latent [B, z_dim, 1 + k, H/16, W/16].
@@ -290,27 +278,18 @@ class WanVAE_(nn.Cell):
         ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
         """
         x = patchify(x.astype(self.conv1.weight.dtype))
-        cache = FeatureCache()
-        outs = []
-        for start, stop in encode_chunks(x.shape[2]):
-            cache.begin_chunk()
-            outs.append(self.encoder(x[:, :, start:stop], cache))
-        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
-        mu = self.conv1(out)[:, :self.z_dim]
-        return (mu - _scale_param(scale[0], self.z_dim, mu.dtype)) * _scale_param(scale[1], self.z_dim, mu.dtype)
+        mu = self.conv1(chunked_encode(self.encoder, x))[:, :self.z_dim]
+        return normalize_latent(mu, scale, self.z_dim)
 
     def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
         """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] (not clamped)."""
-        z = z.astype(self.conv2.weight.dtype)
-        z = z / _scale_param(scale[1], self.z_dim, z.dtype) + _scale_param(scale[0], self.z_dim, z.dtype)
-        x = self.conv2(z)
-        cache = FeatureCache()
-        outs = []
-        for i in range(x.shape[2]):
-            cache.begin_chunk()
-            outs.append(self.decoder(x[:, :, i:i + 1], cache, first_chunk=i == 0))
-        out = outs[0] if len(outs) == 1 else ops.cat(outs, 2)
-        return unpatchify(out)
+        z = denormalize_latent(z.astype(self.conv2.weight.dtype), scale, self.z_dim)
+
+        def decode_frame(frame: Tensor, cache: FeatureCache) -> Tensor:
+            # the first latent frame is not doubled in time by the temporal upsamplers (nor by their shortcuts)
+            return self.decoder(frame, cache, first_chunk=cache.is_first_chunk)
+
+        return unpatchify(chunked_decode(decode_frame, self.conv2(z)))
 
 
 # ------------------------------------------------------------------------------------------------- wrapper
