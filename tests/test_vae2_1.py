@@ -102,6 +102,25 @@ def test_missing_checkpoint_raises_file_not_found():
         V.Wan2_1_VAE(vae_pth=os.path.join(HERE, "no_such_file.pth"))
 
 
+def test_loaded_wrapper_has_no_uninitialised_parameter(vae):
+    # Built under no_init_parameters: any parameter the load did not set would still be a lazy initializer.
+    assert [name for name, p in vae.model.parameters_and_names() if p.has_init] == []
+
+
+def test_checkpoint_without_one_parameter_is_refused(ref, tmp_path):
+    # With lazy (uninitialised) parameters, a key the file lacks must be an error, not a silent hole.
+    import convert
+    from safetensors.numpy import save_file
+
+    dropped = "decoder.middle.0.residual.2.weight"
+    with convert.open_checkpoint(TINY_PTH) as reader:
+        tensors = {k: np.ascontiguousarray(reader.read(k)) for k in reader.keys() if k != dropped}
+    path = str(tmp_path / "partial.safetensors")
+    save_file(tensors, path)
+    with pytest.raises(ValueError, match=r"missing.*decoder\.middle\.0\.residual\.2\.weight"):
+        V.Wan2_1_VAE(vae_pth=path, model_config=json.loads(str(ref["config"])))
+
+
 def test_tile_layout_covers_and_blends_to_one():
     assert V._tile_starts(10, 4, 1) == [0, 3, 6]
     assert V._tile_starts(10, 4, 2) == [0, 2, 4, 6]

@@ -164,6 +164,11 @@ def test_missing_checkpoint_raises_file_not_found():
         V.Wan2_2_VAE(vae_pth=os.path.join(HERE, "no_such_file.pth"))
 
 
+def test_loaded_wrapper_has_no_uninitialised_parameter(vae):
+    # Built under no_init_parameters: any parameter the load did not set would still be a lazy initializer.
+    assert [name for name, p in vae.model.parameters_and_names() if p.has_init] == []
+
+
 def test_tiled_with_one_tile_equals_untiled(vae, ref):
     z = Tensor(ref["dec_wide_in"])
     np.testing.assert_array_equal(vae.decode([z], tiled=True, tile_size=64, tile_overlap=16)[0].asnumpy(),

@@ -10,10 +10,13 @@ at a time, and each cached layer keeps the last ``CACHE_T`` input frames of the 
 :class:`FeatureCache`. Because the chunk boundaries change what the temporal up/down-samplers see, the result is
 NOT the same as one full-clip convolution; this module reproduces the chunked computation exactly.
 
-Shared building blocks (also used by ``vae2_2``): :data:`CACHE_T`, :class:`FeatureCache`,
-:class:`CausalConv3d`, :class:`RMS_norm`, :class:`Conv2d`, :class:`Upsample`, :class:`ZeroPad2d`,
-:class:`Resample`, :class:`ResidualBlock`, :class:`AttentionBlock`, :func:`frames_to_images`,
-:func:`images_to_frames`, and the spatial tiling helpers (:func:`tiled_decode`, :func:`tiled_encode`).
+Shared with ``vae2_2``: the building blocks (:data:`CACHE_T`, :class:`FeatureCache`, :class:`CausalConv3d`,
+:class:`RMS_norm`, :class:`Conv2d`, :class:`Upsample`, :class:`ZeroPad2d`, :class:`Resample`,
+:class:`ResidualBlock`, :class:`AttentionBlock`, :func:`middle_blocks`, :func:`output_head`), the cached runs
+(:func:`run_conv`, :func:`run_layers`, :func:`chunked_encode`, :func:`chunked_decode`), the latent scaling
+(:func:`normalize_latent`, :func:`denormalize_latent`), the spatial tiling (:func:`tiled_decode`,
+:func:`tiled_encode`) and the wrapper base :class:`VideoVAE` with its checkpoint probe
+(:func:`read_vae_checkpoint_layout`).
 """
 from __future__ import annotations
 
@@ -29,7 +32,10 @@ from . import kernels as K
 __all__ = [
     "CACHE_T", "FeatureCache", "UPSAMPLE_FIRST_CHUNK_DONE", "CausalConv3d", "RMS_norm", "Conv2d", "Upsample",
     "ZeroPad2d", "SiLU", "Resample", "ResidualBlock", "AttentionBlock", "Encoder3d", "Decoder3d", "WanVAE_",
-    "Wan2_1_VAE", "frames_to_images", "images_to_frames",
+    "VideoVAE", "Wan2_1_VAE", "check_vae2_1_checkpoint", "read_vae_checkpoint_layout", "frames_to_images",
+    "images_to_frames", "run_conv", "run_layers", "middle_blocks", "output_head", "encode_chunks",
+    "chunked_encode", "chunked_decode", "normalize_latent", "denormalize_latent", "tiled_apply", "tiled_decode",
+    "tiled_encode",
 ]
 
 # Number of trailing input frames a cached causal conv keeps for the next chunk (its temporal kernel is 3).
@@ -650,6 +656,157 @@ def tiled_encode(encode_fn: Callable[[Tensor], Tensor], x: Tensor, stride: int, 
 
 # ------------------------------------------------------------------------------------------------- wrapper
 
+# A key prefix only the Wan2.2 encoder has: its levels are residual blocks holding their own down-samplers.
+NESTED_DOWN_PREFIX = "encoder.downsamples.0.downsamples."
+
+
+def read_vae_checkpoint_layout(path, required: Sequence[str], file_hint: str) -> Tuple[dict, bool]:
+    """Shapes of the ``required`` keys of a VAE checkpoint, and whether its encoder has the Wan2.2 nested
+    down-sampling blocks; reads the header only.
+
+    Raises FileNotFoundError for a missing file, ValueError when a required key is absent (``file_hint`` says
+    which file to pass instead).
+    """
+    import convert  # the checkpoint layer (numpy only)
+
+    with convert.open_checkpoint(path) as reader:
+        keys = list(reader.keys())
+        if any(k not in keys for k in required):
+            raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys "
+                             f"{', '.join(repr(k) for k in required)}, found {len(keys)} keys starting with "
+                             f"{keys[:3]}; pass the {file_hint}")
+        shapes = {k: tuple(reader.shape(k)) for k in required}
+        nested = any(k.startswith(NESTED_DOWN_PREFIX) for k in keys)
+    return shapes, nested
+
+
+class VideoVAE:
+    """A Wan video VAE as the official wrappers present it: fixed per-channel latent statistics, lists of videos
+    in, lists of float32 latents out. A version subclass sets the class attributes below and
+    :meth:`check_checkpoint`.
+
+    Args:
+        z_dim: latent channels; must equal the number of latent statistics.
+        vae_pth: checkpoint path (official ``.pth`` or a converted file). None keeps the random init (tests,
+            benches). With a path the network is built without initialising its parameters and every parameter
+            must come from the file (a missing key raises ``convert.CheckpointError``, a ValueError).
+        dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
+        model_config: overrides of ``CONFIG`` (tiny test models); the releases need none.
+    """
+
+    # Set by every version subclass.
+    VERSION: str                        # "2.1" / "2.2", for messages
+    NETWORK: str                        # the convert KeyMap name
+    MODEL: type                         # the network Cell, built as MODEL(z_dim=, dtype=, **config)
+    CONFIG: dict                        # the release architecture (read only: __init__ copies it)
+    LATENT_MEAN: Tuple[float, ...]      # per-channel latent statistics
+    LATENT_STD: Tuple[float, ...]
+    SPATIAL_STRIDE: int                 # video pixels per latent pixel
+    TEMPORAL_STRIDE: int                # video frames per latent frame after the first
+    FRAME_COUNTS: str                   # examples of valid clip lengths, for messages
+
+    def __init__(self, z_dim: int, vae_pth=None, dtype=ms.float32, model_config: Optional[dict] = None):
+        channels = len(self.LATENT_MEAN)
+        if z_dim != channels:
+            raise ValueError(f"z_dim={z_dim}: the Wan{self.VERSION} latent statistics have {channels} channels; "
+                             f"use z_dim={channels}")
+        config = dict(self.CONFIG)
+        config.update(model_config or {})
+        if config.pop("z_dim", z_dim) != z_dim:
+            raise ValueError(f"model_config z_dim={model_config['z_dim']} contradicts z_dim={z_dim}")
+        if vae_pth is not None:
+            self.check_checkpoint(vae_pth, z_dim, config)
+        self.dtype = dtype
+        self.z_dim = z_dim
+        if vae_pth is None:
+            self.model = self.MODEL(z_dim=z_dim, dtype=dtype, **config)
+        else:
+            import convert
+
+            # Random init of the full-size network takes seconds and would be overwritten; the strict load
+            # below raises for any parameter the file lacks, so none is left uninitialised.
+            with nn.no_init_parameters():
+                self.model = self.MODEL(z_dim=z_dim, dtype=dtype, **config)
+            convert.load_into_cell(self.model, vae_pth, network=self.NETWORK, strict=True)
+        self.model.set_train(False)
+        self.mean = Tensor(np.array(self.LATENT_MEAN, np.float32))
+        self.std = Tensor(np.array(self.LATENT_STD, np.float32))
+        self.scale = [self.mean, 1.0 / self.std]
+
+    @classmethod
+    def check_checkpoint(cls, path, z_dim: int, config: dict) -> None:
+        """Refuse, before building anything, a file that is not this version's VAE (ValueError)."""
+        raise NotImplementedError
+
+    # -- validation -----------------------------------------------------------------------------------
+    @staticmethod
+    def _as_list(items, what: str) -> list:
+        if isinstance(items, (Tensor, np.ndarray)) or not isinstance(items, (list, tuple)):
+            raise ValueError(f"{what} must be a list of tensors (one per sample), got {type(items).__name__}; "
+                             "wrap a single tensor in a list")
+        return [u if isinstance(u, Tensor) else Tensor(np.asarray(u, np.float32)) for u in items]
+
+    def _check_video(self, i: int, u: Tensor) -> None:
+        if u.ndim != 4 or u.shape[0] != 3:
+            raise ValueError(f"video {i} has shape {tuple(u.shape)}; expected [3, T, H, W] (RGB, channel first) "
+                             "with values in [-1, 1]")
+        t, h, w = u.shape[1:]
+        st, ss = self.TEMPORAL_STRIDE, self.SPATIAL_STRIDE
+        if (t - 1) % st:
+            raise ValueError(f"video {i} has {t} frames; the Wan{self.VERSION} VAE encodes 1 + {st}k frames "
+                             f"({self.FRAME_COUNTS}): trim to {1 + (t - 1) // st * st} or pad to "
+                             f"{1 + -(-(t - 1) // st) * st} frames")
+        if h % ss or w % ss:
+            raise ValueError(f"video {i} is {h}x{w} (HxW); height and width must be multiples of {ss} for the "
+                             f"Wan{self.VERSION} VAE")
+
+    def _check_latent(self, i: int, z: Tensor) -> None:
+        if z.ndim != 4 or z.shape[0] != self.z_dim:
+            raise ValueError(f"latent {i} has shape {tuple(z.shape)}; expected [{self.z_dim}, T, h, w] "
+                             f"(a Wan{self.VERSION} latent)")
+
+    # -- API --------------------------------------------------------------------------------------------
+    def encode(self, videos, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """videos: list of [3, T, H, W] in [-1, 1], T = 1 + 4k -> list of float32 latents
+        [z_dim, 1 + k, H/s, W/s] (s = SPATIAL_STRIDE).
+
+        ``tiled=True`` encodes overlapping ``tile_size`` x ``tile_size`` pixel tiles (overlap ``tile_overlap``
+        pixels, both multiples of s) and blends them linearly: less memory, approximately equal output.
+        """
+        videos = self._as_list(videos, "videos")
+        for i, u in enumerate(videos):
+            self._check_video(i, u)
+
+        def run(x):
+            return self.model.encode(x, self.scale)
+
+        outs = []
+        for u in videos:
+            x = u.astype(self.dtype)[None]
+            y = tiled_encode(run, x, self.SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(x)
+            outs.append(y.astype(ms.float32)[0])
+        return outs
+
+    def decode(self, zs, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
+        """zs: list of [z_dim, T, h, w] -> list of float32 videos [3, 1 + 4(T-1), s*h, s*w] clamped to [-1, 1].
+
+        ``tiled=True``: decode overlapping spatial tiles (sizes in video pixels, multiples of s) and blend.
+        """
+        zs = self._as_list(zs, "zs")
+        for i, z in enumerate(zs):
+            self._check_latent(i, z)
+
+        def run(z):
+            return self.model.decode(z, self.scale)
+
+        outs = []
+        for z in zs:
+            z = z.astype(self.dtype)[None]
+            y = tiled_decode(run, z, self.SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(z)
+            outs.append(ops.clamp(y.astype(ms.float32), -1.0, 1.0)[0])
+        return outs
+
+
 # Per-channel statistics of the Wan2.1 latent space (official constants).
 WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
@@ -669,118 +826,42 @@ def check_vae2_1_checkpoint(path, in_channels: int = 3) -> None:
 
     Raises FileNotFoundError / ValueError naming what was expected and what was found.
     """
-    import convert  # the checkpoint layer (numpy only)
-
-    with convert.open_checkpoint(path) as reader:
-        keys = list(reader.keys())
-        if "encoder.conv1.weight" not in keys or "decoder.head.2.weight" not in keys:
-            raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys 'encoder.conv1.weight' and "
-                             f"'decoder.head.2.weight', found {len(keys)} keys starting with {keys[:3]}; "
-                             "pass the Wan2.1_VAE.pth of the model folder")
-        found_in = reader.shape("encoder.conv1.weight")[1]
-        nested = any(k.startswith("encoder.downsamples.0.downsamples.") for k in keys)
-        if found_in == 12 or nested:
-            raise ValueError(f"{path} is a Wan2.2 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
-                             "channels of a 2x2-patchified video, with nested down-sampling blocks); the "
-                             f"Wan2.1 VAE expects {in_channels} input channels. Use Wan2.1_VAE.pth with "
-                             "Wan2_1_VAE, or load this file with Wan2_2_VAE (the TI2V-5B model)")
-        if found_in != in_channels:
-            raise ValueError(f"{path}: encoder.conv1.weight takes {found_in} input channels, the Wan2.1 VAE "
-                             f"expects {in_channels}; this is not a Wan2.1_VAE.pth")
+    shapes, nested = read_vae_checkpoint_layout(path, ("encoder.conv1.weight", "decoder.head.2.weight"),
+                                                "Wan2.1_VAE.pth of the model folder")
+    found_in = shapes["encoder.conv1.weight"][1]
+    if found_in == 12 or nested:
+        raise ValueError(f"{path} is a Wan2.2 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
+                         "channels of a 2x2-patchified video, with nested down-sampling blocks); the "
+                         f"Wan2.1 VAE expects {in_channels} input channels. Use Wan2.1_VAE.pth with "
+                         "Wan2_1_VAE, or load this file with Wan2_2_VAE (the TI2V-5B model)")
+    if found_in != in_channels:
+        raise ValueError(f"{path}: encoder.conv1.weight takes {found_in} input channels, the Wan2.1 VAE "
+                         f"expects {in_channels}; this is not a Wan2.1_VAE.pth")
 
 
-class Wan2_1_VAE:
-    """The official Wan2.1 VAE wrapper: fixed latent statistics, lists of videos in, lists of latents out.
+class Wan2_1_VAE(VideoVAE):
+    """The official Wan2.1 VAE wrapper (stride 4x8x8, 16 latent channels); see :class:`VideoVAE`.
 
     Args:
         z_dim: latent channels (16; the latent statistics are defined for 16).
         vae_pth: path of ``Wan2.1_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
-        dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
+        dtype: compute/parameter dtype. Outputs are float32.
         model_config: overrides of :data:`WAN21_CONFIG` (tiny test models); the release needs none.
     """
 
+    VERSION = "2.1"
+    NETWORK = "vae2_1"
+    MODEL = WanVAE_
+    CONFIG = WAN21_CONFIG
+    LATENT_MEAN = WAN21_LATENT_MEAN
+    LATENT_STD = WAN21_LATENT_STD
+    SPATIAL_STRIDE = SPATIAL_STRIDE
+    TEMPORAL_STRIDE = TEMPORAL_STRIDE
+    FRAME_COUNTS = "1, 5, 9, ..., 81"
+
     def __init__(self, z_dim: int = 16, vae_pth=None, dtype=ms.float32, model_config: Optional[dict] = None):
-        if z_dim != len(WAN21_LATENT_MEAN):
-            raise ValueError(f"z_dim={z_dim}: the Wan2.1 latent statistics have {len(WAN21_LATENT_MEAN)} "
-                             "channels; use z_dim=16")
-        config = dict(WAN21_CONFIG)
-        config.update(model_config or {})
-        if config.pop("z_dim", z_dim) != z_dim:
-            raise ValueError(f"model_config z_dim={model_config['z_dim']} contradicts z_dim={z_dim}")
-        if vae_pth is not None:
-            check_vae2_1_checkpoint(vae_pth)
-        self.dtype = dtype
-        self.z_dim = z_dim
-        self.model = WanVAE_(z_dim=z_dim, dtype=dtype, **config)
-        self.model.set_train(False)
-        if vae_pth is not None:
-            import convert
+        super().__init__(z_dim, vae_pth, dtype, model_config)
 
-            convert.load_into_cell(self.model, vae_pth, network="vae2_1")
-        self.mean = Tensor(np.array(WAN21_LATENT_MEAN, np.float32))
-        self.std = Tensor(np.array(WAN21_LATENT_STD, np.float32))
-        self.scale = [self.mean, 1.0 / self.std]
-
-    # -- validation -----------------------------------------------------------------------------------
-    @staticmethod
-    def _as_list(items, what: str) -> list:
-        if isinstance(items, (Tensor, np.ndarray)) or not isinstance(items, (list, tuple)):
-            raise ValueError(f"{what} must be a list of tensors (one per sample), got {type(items).__name__}; "
-                             "wrap a single tensor in a list")
-        return [u if isinstance(u, Tensor) else Tensor(np.asarray(u, np.float32)) for u in items]
-
-    def _check_video(self, i: int, u: Tensor) -> None:
-        if u.ndim != 4 or u.shape[0] != 3:
-            raise ValueError(f"video {i} has shape {tuple(u.shape)}; expected [3, T, H, W] (RGB, channel first) "
-                             "with values in [-1, 1]")
-        t, h, w = u.shape[1:]
-        if (t - 1) % TEMPORAL_STRIDE:
-            raise ValueError(f"video {i} has {t} frames; the Wan2.1 VAE encodes 1 + 4k frames (1, 5, 9, ..., 81): "
-                             f"trim to {1 + (t - 1) // 4 * 4} or pad to {1 + -(-(t - 1) // 4) * 4} frames")
-        if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE:
-            raise ValueError(f"video {i} is {h}x{w} (HxW); height and width must be multiples of "
-                             f"{SPATIAL_STRIDE}")
-
-    def _check_latent(self, i: int, z: Tensor) -> None:
-        if z.ndim != 4 or z.shape[0] != self.z_dim:
-            raise ValueError(f"latent {i} has shape {tuple(z.shape)}; expected [{self.z_dim}, T, h, w]")
-
-    # -- API --------------------------------------------------------------------------------------------
-    def encode(self, videos, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
-        """videos: list of [3, T, H, W] in [-1, 1], T = 1 + 4k -> list of float32 [16, 1 + k, H/8, W/8].
-
-        ``tiled=True`` encodes overlapping ``tile_size`` x ``tile_size`` pixel tiles (overlap ``tile_overlap``
-        pixels, both multiples of 8) and blends them linearly: less memory, approximately equal output.
-        """
-        videos = self._as_list(videos, "videos")
-        for i, u in enumerate(videos):
-            self._check_video(i, u)
-
-        def run(x):
-            return self.model.encode(x.astype(self.dtype), self.scale)
-
-        outs = []
-        for u in videos:
-            x = u.astype(self.dtype)[None]
-            y = tiled_encode(run, x, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(x)
-            outs.append(y.astype(ms.float32)[0])
-        return outs
-
-    def decode(self, zs, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
-        """zs: list of [16, T, h, w] -> list of float32 videos [3, 1 + 4(T-1), 8h, 8w] clamped to [-1, 1].
-
-        ``tiled=True``: decode overlapping spatial tiles (sizes in video pixels, multiples of 8) and blend.
-        """
-        zs = self._as_list(zs, "zs")
-        for i, z in enumerate(zs):
-            self._check_latent(i, z)
-
-        def run(z):
-            return self.model.decode(z, self.scale)
-
-        outs = []
-        for z in zs:
-            z = z.astype(self.dtype)[None]
-            y = tiled_decode(run, z, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(z)
-            outs.append(ops.clamp(y.astype(ms.float32), -1.0, 1.0)[0])
-        return outs
+    @classmethod
+    def check_checkpoint(cls, path, z_dim: int, config: dict) -> None:
+        check_vae2_1_checkpoint(path)

@@ -2,22 +2,22 @@
 
 Only what differs from the Wan2.1 VAE lives here: the 2x2 pixel patchify in front of the encoder (3 -> 12
 channels), the residual down/up blocks with parameter-free shortcuts (AvgDown3D / DupUp3D), an upsampler that
-keeps the channel count, the 12-channel head and the 2.2 latent statistics. The causal convolution, its feature
-cache, RMS_norm, the residual and attention blocks come from ``vae2_1``.
+keeps the channel count, the 12-channel head, the 2.2 latent statistics and checkpoint check. The causal
+convolution, its feature cache, RMS_norm, the residual and attention blocks, the chunked passes and the wrapper
+base (:class:`~wan.modules.vae2_1.VideoVAE`) come from ``vae2_1``.
 
 Parameter names equal the keys of the official ``Wan2.2_VAE.pth``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import mindspore as ms
-import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .vae2_1 import (CausalConv3d, FeatureCache, Resample, ResidualBlock, Wan2_1_VAE, chunked_decode,
-                     chunked_encode, denormalize_latent, middle_blocks, normalize_latent, output_head, run_conv,
-                     run_layers, tiled_decode, tiled_encode)
+from .vae2_1 import (CausalConv3d, FeatureCache, Resample, ResidualBlock, VideoVAE, chunked_decode,
+                     chunked_encode, denormalize_latent, middle_blocks, normalize_latent, output_head,
+                     read_vae_checkpoint_layout, run_conv, run_layers)
 
 PATCH = 2  # the encoder sees 2x2 pixel patches as 12 channels
 PATCHED_CHANNELS = 3 * PATCH * PATCH
@@ -321,114 +321,45 @@ def check_vae2_2_checkpoint(path, z_dim: int, dim: int, dec_dim: int, dim_mult: 
     """Refuse, before building anything, a file that is not a Wan2.2 VAE state dict of the configured widths
     (e.g. Wan2.1_VAE.pth). Raises FileNotFoundError / ValueError naming what was expected and what was found.
     """
-    import convert  # the checkpoint layer (numpy only)
-
-    with convert.open_checkpoint(path) as reader:
-        keys = list(reader.keys())
-        needed = ("encoder.conv1.weight", "decoder.conv1.weight", "conv2.weight")
-        if any(k not in keys for k in needed):
-            raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys {', '.join(needed)}, found "
-                             f"{len(keys)} keys starting with {keys[:3]}; pass the Wan2.2_VAE.pth of the "
-                             "TI2V-5B model folder")
-        found_in = reader.shape("encoder.conv1.weight")[1]
-        nested = any(k.startswith("encoder.downsamples.0.downsamples.") for k in keys)
-        if found_in != PATCHED_CHANNELS or not nested:
-            raise ValueError(f"{path} is a Wan2.1 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
-                             "channels, flat down-sampling blocks); the Wan2.2 VAE expects "
-                             f"{PATCHED_CHANNELS} input channels (2x2-patchified RGB) and residual down blocks. "
-                             "Use Wan2.2_VAE.pth with Wan2_2_VAE, or load this file with Wan2_1_VAE (A14B models)")
-        found = dict(z_dim=reader.shape("conv2.weight")[0], dim=reader.shape("encoder.conv1.weight")[0],
-                     dec_dim=reader.shape("decoder.conv1.weight")[0] // dim_mult[-1])
-        wanted = dict(z_dim=z_dim, dim=dim, dec_dim=dec_dim)
-        if found != wanted:
-            raise ValueError(f"{path} holds a Wan2.2 VAE with {found}, the model is configured with {wanted}; "
-                             "pass matching z_dim / model_config (the release is z_dim=48, dim=160, dec_dim=256)")
+    required = ("encoder.conv1.weight", "decoder.conv1.weight", "conv2.weight")
+    shapes, nested = read_vae_checkpoint_layout(path, required, "Wan2.2_VAE.pth of the TI2V-5B model folder")
+    found_in = shapes["encoder.conv1.weight"][1]
+    if found_in != PATCHED_CHANNELS or not nested:
+        raise ValueError(f"{path} is a Wan2.1 VAE checkpoint (encoder.conv1.weight takes {found_in} input "
+                         "channels, flat down-sampling blocks); the Wan2.2 VAE expects "
+                         f"{PATCHED_CHANNELS} input channels (2x2-patchified RGB) and residual down blocks. "
+                         "Use Wan2.2_VAE.pth with Wan2_2_VAE, or load this file with Wan2_1_VAE (A14B models)")
+    found = dict(z_dim=shapes["conv2.weight"][0], dim=shapes["encoder.conv1.weight"][0],
+                 dec_dim=shapes["decoder.conv1.weight"][0] // dim_mult[-1])
+    wanted = dict(z_dim=z_dim, dim=dim, dec_dim=dec_dim)
+    if found != wanted:
+        raise ValueError(f"{path} holds a Wan2.2 VAE with {found}, the model is configured with {wanted}; "
+                         "pass matching z_dim / model_config (the release is z_dim=48, dim=160, dec_dim=256)")
 
 
-class Wan2_2_VAE:
-    """The official Wan2.2 VAE wrapper: fixed 48-channel latent statistics, lists in, lists out.
+class Wan2_2_VAE(VideoVAE):
+    """The official Wan2.2 VAE wrapper (stride 4x16x16, 48 latent channels); see :class:`VideoVAE`.
 
     Args:
         z_dim: latent channels (48; the latent statistics are defined for 48).
         vae_pth: path of ``Wan2.2_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
-        dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
+        dtype: compute/parameter dtype. Outputs are float32.
         model_config: overrides of :data:`WAN22_CONFIG` (tiny test models); the release needs none.
     """
 
+    VERSION = "2.2"
+    NETWORK = "vae2_2"
+    MODEL = WanVAE_
+    CONFIG = WAN22_CONFIG
+    LATENT_MEAN = WAN22_LATENT_MEAN
+    LATENT_STD = WAN22_LATENT_STD
+    SPATIAL_STRIDE = SPATIAL_STRIDE
+    TEMPORAL_STRIDE = TEMPORAL_STRIDE
+    FRAME_COUNTS = "1, 5, ..., 121"
+
     def __init__(self, z_dim: int = 48, vae_pth=None, dtype=ms.float32, model_config: Optional[dict] = None):
-        if z_dim != len(WAN22_LATENT_MEAN):
-            raise ValueError(f"z_dim={z_dim}: the Wan2.2 latent statistics have {len(WAN22_LATENT_MEAN)} "
-                             "channels; use z_dim=48")
-        config = dict(WAN22_CONFIG)
-        config.update(model_config or {})
-        if config.pop("z_dim", z_dim) != z_dim:
-            raise ValueError(f"model_config z_dim={model_config['z_dim']} contradicts z_dim={z_dim}")
-        if vae_pth is not None:
-            check_vae2_2_checkpoint(vae_pth, z_dim, config["dim"], config["dec_dim"], config["dim_mult"])
-        self.dtype = dtype
-        self.z_dim = z_dim
-        self.model = WanVAE_(z_dim=z_dim, dtype=dtype, **config)
-        self.model.set_train(False)
-        if vae_pth is not None:
-            import convert
+        super().__init__(z_dim, vae_pth, dtype, model_config)
 
-            convert.load_into_cell(self.model, vae_pth, network="vae2_2")
-        self.mean = Tensor(np.array(WAN22_LATENT_MEAN, np.float32))
-        self.std = Tensor(np.array(WAN22_LATENT_STD, np.float32))
-        self.scale = [self.mean, 1.0 / self.std]
-
-    def _check_video(self, i: int, u: Tensor) -> None:
-        if u.ndim != 4 or u.shape[0] != 3:
-            raise ValueError(f"video {i} has shape {tuple(u.shape)}; expected [3, T, H, W] (RGB, channel first) "
-                             "with values in [-1, 1]")
-        t, h, w = u.shape[1:]
-        if (t - 1) % TEMPORAL_STRIDE:
-            raise ValueError(f"video {i} has {t} frames; the Wan2.2 VAE encodes 1 + 4k frames (1, 5, ..., 121): "
-                             f"trim to {1 + (t - 1) // 4 * 4} or pad to {1 + -(-(t - 1) // 4) * 4} frames")
-        if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE:
-            raise ValueError(f"video {i} is {h}x{w} (HxW); height and width must be multiples of "
-                             f"{SPATIAL_STRIDE} for the Wan2.2 VAE")
-
-    def _check_latent(self, i: int, z: Tensor) -> None:
-        if z.ndim != 4 or z.shape[0] != self.z_dim:
-            raise ValueError(f"latent {i} has shape {tuple(z.shape)}; expected [{self.z_dim}, T, h, w] "
-                             "(a Wan2.2 latent)")
-
-    def encode(self, videos, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
-        """videos: list of [3, T, H, W] in [-1, 1], T = 1 + 4k -> list of float32 [48, 1 + k, H/16, W/16].
-
-        ``tiled=True`` encodes overlapping ``tile_size`` x ``tile_size`` pixel tiles (overlap ``tile_overlap``
-        pixels, both multiples of 16) and blends them linearly: less memory, approximately equal output.
-        """
-        videos = Wan2_1_VAE._as_list(videos, "videos")
-        for i, u in enumerate(videos):
-            self._check_video(i, u)
-
-        def run(x):
-            return self.model.encode(x, self.scale)
-
-        outs = []
-        for u in videos:
-            x = u.astype(self.dtype)[None]
-            y = tiled_encode(run, x, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(x)
-            outs.append(y.astype(ms.float32)[0])
-        return outs
-
-    def decode(self, zs, tiled: bool = False, tile_size: int = 256, tile_overlap: int = 64) -> List[Tensor]:
-        """zs: list of [48, T, h, w] -> list of float32 videos [3, 1 + 4(T-1), 16h, 16w] clamped to [-1, 1].
-
-        ``tiled=True``: decode overlapping spatial tiles (sizes in video pixels, multiples of 16) and blend.
-        """
-        zs = Wan2_1_VAE._as_list(zs, "zs")
-        for i, z in enumerate(zs):
-            self._check_latent(i, z)
-
-        def run(z):
-            return self.model.decode(z, self.scale)
-
-        outs = []
-        for z in zs:
-            z = z.astype(self.dtype)[None]
-            y = tiled_decode(run, z, SPATIAL_STRIDE, tile_size, tile_overlap) if tiled else run(z)
-            outs.append(ops.clamp(y.astype(ms.float32), -1.0, 1.0)[0])
-        return outs
+    @classmethod
+    def check_checkpoint(cls, path, z_dim: int, config: dict) -> None:
+        check_vae2_2_checkpoint(path, z_dim, config["dim"], config["dec_dim"], config["dim_mult"])
