@@ -88,15 +88,30 @@ class ParallelSetup:
             self.world_comm.barrier()
 
 
-def setup_parallel(*, ulysses_size: int = 1, dit_zero3: bool = False, t5_zero3: bool = False,
-                   num_heads: Optional[int] = None, seq_tokens: Optional[int] = None,
+def setup_parallel(args=None, world_size: Optional[int] = None, *, ulysses_size: int = 1, dit_zero3: bool = False,
+                   t5_zero3: bool = False, num_heads: Optional[int] = None, seq_tokens: Optional[int] = None,
                    configure_logging: bool = True, launch: Optional[LaunchInfo] = None) -> ParallelSetup:
     """Validate the flags (every rank, before any loading), join msrun's process group, build communicators.
 
     Set the MindSpore device target before calling (``init`` picks hccl for Ascend, mccl for CPU).
     Without msrun and without parallel flags this returns a single-process setup and initialises nothing.
     Raises ValueError for bad flags (see ``validate_parallel_args``).
+
+    Args:
+        args: optional parsed generate.py flags; ``ulysses_size``, ``dit_zero3``, ``t5_zero3`` are read from it.
+        world_size: optional, the world size the caller expects (checked against msrun's).
+        ulysses_size, dit_zero3, t5_zero3: the flags, when ``args`` is not given.
+        num_heads, seq_tokens: the DiT's head count and unpadded token count, checked when given.
+    Returns:
+        ParallelSetup: it has the attributes of ``wan.pipeline.ParallelHooks`` and can be passed as one.
     """
+    if args is not None:
+        ulysses_size = int(getattr(args, "ulysses_size", 1))
+        dit_zero3 = bool(getattr(args, "dit_zero3", False))
+        t5_zero3 = bool(getattr(args, "t5_zero3", False))
+    launch = launch_info() if launch is None else launch
+    if world_size is not None and world_size != launch.world_size:
+        raise ValueError(f"expected {world_size} ranks but msrun started {launch.world_size}")
     launch = validate_parallel_args(ulysses_size=ulysses_size, dit_zero3=dit_zero3, t5_zero3=t5_zero3,
                                     num_heads=num_heads, seq_tokens=seq_tokens, launch=launch)
     if 1 < ulysses_size < launch.world_size:
