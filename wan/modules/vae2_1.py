@@ -13,10 +13,10 @@ NOT the same as one full-clip convolution; this module reproduces the chunked co
 Shared with ``vae2_2``: the building blocks (:data:`CACHE_T`, :class:`FeatureCache`, :class:`CausalConv3d`,
 :class:`RMS_norm`, :class:`Conv2d`, :class:`Upsample`, :class:`ZeroPad2d`, :class:`Resample`,
 :class:`ResidualBlock`, :class:`AttentionBlock`, :func:`middle_blocks`, :func:`output_head`), the cached runs
-(:func:`run_conv`, :func:`run_layers`, :func:`chunked_encode`, :func:`chunked_decode`), the latent scaling
-(:func:`normalize_latent`, :func:`denormalize_latent`), the spatial tiling (:func:`tiled_decode`,
-:func:`tiled_encode`) and the wrapper base :class:`VideoVAE` with its checkpoint probe
-(:func:`read_vae_checkpoint_layout`).
+(:func:`run_conv`, :func:`run_layers`, :func:`chunked_encode`, :func:`chunked_decode`), the network bases
+(:class:`CausalEncoder3d`, :class:`CausalDecoder3d`, :class:`CausalVAE`: forward passes and latent scaling),
+the spatial tiling (:func:`tiled_decode`, :func:`tiled_encode`) and the wrapper base :class:`VideoVAE` with
+its checkpoint probe (:func:`read_vae_checkpoint_layout`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from . import kernels as K
 
 __all__ = [
     "CACHE_T", "FeatureCache", "UPSAMPLE_FIRST_CHUNK_DONE", "CausalConv3d", "RMS_norm", "Conv2d", "Upsample",
-    "ZeroPad2d", "SiLU", "Resample", "ResidualBlock", "AttentionBlock", "Encoder3d", "Decoder3d", "WanVAE_",
+    "ZeroPad2d", "SiLU", "Resample", "ResidualBlock", "AttentionBlock", "CausalEncoder3d", "CausalDecoder3d",
+    "CausalVAE", "Encoder3d", "Decoder3d", "WanVAE_",
     "VideoVAE", "Wan2_1_VAE", "check_vae2_1_checkpoint", "read_vae_checkpoint_layout", "frames_to_images",
     "images_to_frames", "run_conv", "run_layers", "middle_blocks", "output_head", "encode_chunks",
     "chunked_encode", "chunked_decode", "normalize_latent", "denormalize_latent", "tiled_apply", "tiled_decode",
@@ -407,7 +408,36 @@ def output_head(in_dim: int, out_dim: int, dtype=ms.float32) -> nn.CellList:
 
 # ---------------------------------------------------------------------------------------- encoder / decoder
 
-class Encoder3d(nn.Cell):
+class CausalEncoder3d(nn.Cell):
+    """The causal encoder's forward pass: ``conv1``, the ``downsamples`` levels, ``middle``, ``head``, every
+    cached layer through ``cache`` during a chunked pass. Subclasses (the 2.1 and 2.2 ``Encoder3d``) build the
+    layers; each level and middle block is called as ``layer(x, cache)``."""
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, C, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/s, W/s]."""
+        x = run_conv(self.conv1, x, cache)
+        for layer in self.downsamples:
+            x = layer(x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        return run_layers(self.head, x, cache)
+
+
+class CausalDecoder3d(nn.Cell):
+    """The causal decoder's forward pass: ``conv1``, ``middle``, the ``upsamples`` levels, ``head`` (see
+    :class:`CausalEncoder3d`)."""
+
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
+        """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, C, T', s*h, s*w]."""
+        x = run_conv(self.conv1, x, cache)
+        for layer in self.middle:
+            x = layer(x, cache)
+        for layer in self.upsamples:
+            x = layer(x, cache)
+        return run_layers(self.head, x, cache)
+
+
+class Encoder3d(CausalEncoder3d):
     """Video [B, 3, T, H, W] -> [B, z_dim, T', H/8, W/8] (z_dim here is 2x the latent channels: mu, log_var).
 
     Args follow the official ``Encoder3d``; ``temperal_downsample[i]`` (official spelling) says whether level
@@ -437,17 +467,8 @@ class Encoder3d(nn.Cell):
         self.middle = middle_blocks(out_dim, dropout, dtype)
         self.head = output_head(out_dim, z_dim, dtype)
 
-    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
-        """x: [B, 3, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
-        x = run_conv(self.conv1, x, cache)
-        for layer in self.downsamples:
-            x = layer(x, cache)
-        for layer in self.middle:
-            x = layer(x, cache)
-        return run_layers(self.head, x, cache)
 
-
-class Decoder3d(nn.Cell):
+class Decoder3d(CausalDecoder3d):
     """Latent [B, z_dim, T, h, w] -> video [B, 3, T', 8h, 8w]; ``temperal_upsample[i]`` says whether level i
     doubles time (official spelling)."""
 
@@ -475,15 +496,6 @@ class Decoder3d(nn.Cell):
                 scale *= 2.0
         self.upsamples = nn.CellList(blocks)
         self.head = output_head(out_dim, 3, dtype)
-
-    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
-        """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 3, T', 8h, 8w]."""
-        x = run_conv(self.conv1, x, cache)
-        for layer in self.middle:
-            x = layer(x, cache)
-        for layer in self.upsamples:
-            x = layer(x, cache)
-        return run_layers(self.head, x, cache)
 
 
 # ------------------------------------------------------------------------------------------------ chunking
@@ -532,25 +544,21 @@ def denormalize_latent(z: Tensor, scale, z_dim: int) -> Tensor:
     return z / _scale_param(scale[1], z_dim, z.dtype) + _scale_param(scale[0], z_dim, z.dtype)
 
 
-class WanVAE_(nn.Cell):
-    """The official Wan2.1 VAE network: ``encoder``, ``conv1`` (2*z_dim -> 2*z_dim), ``conv2`` (z_dim -> z_dim),
-    ``decoder``. ``encode``/``decode`` run the chunked causal passes with a fresh :class:`FeatureCache`."""
+class CausalVAE(nn.Cell):
+    """A causal video VAE around a built ``encoder`` (output 2*z_dim channels: mu, log_var) and ``decoder``:
+    ``conv1`` (2*z_dim -> 2*z_dim) after the encoder, ``conv2`` (z_dim -> z_dim) before the decoder.
+    ``encode``/``decode`` run the official chunked causal passes, each with a fresh :class:`FeatureCache`."""
 
-    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
-                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
-                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
-                 dtype=ms.float32):
+    def __init__(self, encoder: nn.Cell, decoder: nn.Cell, z_dim: int, dtype=ms.float32):
         super().__init__()
         self.z_dim = z_dim
-        self.encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
-                                 dropout, dtype=dtype)
+        self.encoder = encoder
         self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
         self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
-        self.decoder = Decoder3d(dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
-                                 dropout, dtype=dtype)
+        self.decoder = decoder
 
     def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
-        """x: [B, 3, T, H, W] in [-1, 1] -> normalized mean latent [B, z_dim, 1 + (T-1)//4, H/8, W/8].
+        """x: encoder input [B, C, T, H, W], T = 1 + 4k -> normalized mean latent [B, z_dim, 1 + k, H/s, W/s].
 
         ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
         """
@@ -558,9 +566,27 @@ class WanVAE_(nn.Cell):
         return normalize_latent(mu, scale, self.z_dim)
 
     def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
-        """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 8h, 8w] (not clamped)."""
+        """z: normalized latent [B, z_dim, T, h, w] -> decoder output [B, C, 1 + 4(T-1), s*h, s*w]."""
         z = denormalize_latent(z.astype(self.conv2.weight.dtype), scale, self.z_dim)
         return chunked_decode(self.decoder, self.conv2(z))
+
+
+class WanVAE_(CausalVAE):
+    """The official Wan2.1 VAE network (parameters ``encoder.*``, ``conv1``, ``conv2``, ``decoder.*``).
+
+    ``encode``: video [B, 3, T, H, W] in [-1, 1] -> normalized latent [B, z_dim, 1 + (T-1)//4, H/8, W/8];
+    ``decode``: latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 8h, 8w] (not clamped).
+    """
+
+    def __init__(self, dim: int = 128, z_dim: int = 4, dim_mult: Sequence[int] = (1, 2, 4, 4),
+                 num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
+                 temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
+                 dtype=ms.float32):
+        encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
+                            dropout, dtype=dtype)
+        decoder = Decoder3d(dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
+                            dropout, dtype=dtype)
+        super().__init__(encoder, decoder, z_dim, dtype)
 
 
 # --------------------------------------------------------------------------------------------- spatial tiling
@@ -629,29 +655,27 @@ def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, in_unit: int, out_uni
     return Tensor(acc / norm)
 
 
-def _tile_cells(name: str, pixels: int, stride: int) -> int:
-    if pixels % stride:
-        raise ValueError(f"{name}={pixels} must be a multiple of the VAE's spatial stride {stride} (pixels)")
-    return pixels // stride
+def _tile_cells(tile_size: int, tile_overlap: int, stride: int) -> Tuple[int, int]:
+    """Tile size and overlap in video pixels -> in grid cells (latent pixels); ValueError for unusable values."""
+    for name, pixels in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+        if pixels % stride:
+            raise ValueError(f"{name}={pixels} must be a multiple of the VAE's spatial stride {stride} (pixels)")
+    if not 0 <= tile_overlap < tile_size:
+        raise ValueError(f"tile_overlap={tile_overlap} must be >= 0 and smaller than tile_size={tile_size}")
+    return tile_size // stride, tile_overlap // stride
 
 
 def tiled_decode(decode_fn: Callable[[Tensor], Tensor], z: Tensor, stride: int, tile_size: int,
                  tile_overlap: int) -> Tensor:
     """Decode latent ``z`` [B, C, T, h, w] in spatial tiles. ``tile_size``/``tile_overlap`` are in video pixels
     (multiples of ``stride``, the VAE's spatial compression); ``decode_fn`` maps a latent tile to video."""
-    tile, overlap = _tile_cells("tile_size", tile_size, stride), _tile_cells("tile_overlap", tile_overlap, stride)
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile_overlap={tile_overlap} must be >= 0 and smaller than tile_size={tile_size}")
-    return tiled_apply(decode_fn, z, 1, stride, tile, overlap)
+    return tiled_apply(decode_fn, z, 1, stride, *_tile_cells(tile_size, tile_overlap, stride))
 
 
 def tiled_encode(encode_fn: Callable[[Tensor], Tensor], x: Tensor, stride: int, tile_size: int,
                  tile_overlap: int) -> Tensor:
     """Encode video ``x`` [B, 3, T, H, W] in spatial tiles (same pixel units as :func:`tiled_decode`)."""
-    tile, overlap = _tile_cells("tile_size", tile_size, stride), _tile_cells("tile_overlap", tile_overlap, stride)
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile_overlap={tile_overlap} must be >= 0 and smaller than tile_size={tile_size}")
-    return tiled_apply(encode_fn, x, stride, 1, tile, overlap)
+    return tiled_apply(encode_fn, x, stride, 1, *_tile_cells(tile_size, tile_overlap, stride))
 
 
 # ------------------------------------------------------------------------------------------------- wrapper

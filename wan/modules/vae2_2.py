@@ -15,9 +15,8 @@ from typing import Optional, Sequence
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .vae2_1 import (CausalConv3d, FeatureCache, Resample, ResidualBlock, VideoVAE, chunked_decode,
-                     chunked_encode, denormalize_latent, middle_blocks, normalize_latent, output_head,
-                     read_vae_checkpoint_layout, run_conv, run_layers)
+from .vae2_1 import (CausalConv3d, CausalDecoder3d, CausalEncoder3d, CausalVAE, FeatureCache, Resample,
+                     ResidualBlock, VideoVAE, middle_blocks, output_head, read_vae_checkpoint_layout)
 
 PATCH = 2  # the encoder sees 2x2 pixel patches as 12 channels
 PATCHED_CHANNELS = 3 * PATCH * PATCH
@@ -174,20 +173,21 @@ class Up_ResidualBlock(nn.Cell):
             blocks.append(Resample(out_dim, mode=mode, out_dim=out_dim, dtype=dtype))
         self.upsamples = nn.CellList(blocks)
 
-    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None, first_chunk: bool = False) -> Tensor:
-        """``first_chunk``: this is the first latent frame of a chunked decode (the temporal upsampler does not
-        double it, so the shortcut drops its extra frames too)."""
+    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
         main = x
         for module in self.upsamples:
             main = module(main, cache)
         if self.avg_shortcut is None:
             return main
+        # On the first latent frame of a chunked decode the temporal upsampler does not double time, so the
+        # shortcut drops its extra frames too.
+        first_chunk = cache is not None and cache.is_first_chunk
         return main + self.avg_shortcut(x, first_chunk)
 
 
 # ---------------------------------------------------------------------------------------- encoder / decoder
 
-class Encoder3d(nn.Cell):
+class Encoder3d(CausalEncoder3d):
     """Patchified video [B, 12, T, H/2, W/2] -> [B, z_dim, T', H/16, W/16] (z_dim = 2x latent: mu, log_var).
 
     Args follow the official 2.2 ``Encoder3d``; ``attn_scales`` is accepted and unused there too.
@@ -210,17 +210,8 @@ class Encoder3d(nn.Cell):
         self.middle = middle_blocks(out_dim, dropout, dtype)
         self.head = output_head(out_dim, z_dim, dtype)
 
-    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None) -> Tensor:
-        """x: [B, 12, T, H, W] (one chunk when ``cache`` is given) -> [B, z_dim, T', H/8, W/8]."""
-        x = run_conv(self.conv1, x, cache)
-        for layer in self.downsamples:
-            x = layer(x, cache)
-        for layer in self.middle:
-            x = layer(x, cache)
-        return run_layers(self.head, x, cache)
 
-
-class Decoder3d(nn.Cell):
+class Decoder3d(CausalDecoder3d):
     """Latent [B, z_dim, T, h, w] -> patchified video [B, 12, T', 8h, 8w].
 
     ``dim`` is the decoder's own width (the official ``WanVAE_`` passes its ``dec_dim``).
@@ -243,53 +234,30 @@ class Decoder3d(nn.Cell):
         self.upsamples = nn.CellList(levels)
         self.head = output_head(out_dim, PATCHED_CHANNELS, dtype)
 
-    def construct(self, x: Tensor, cache: Optional[FeatureCache] = None, first_chunk: bool = False) -> Tensor:
-        """x: [B, z_dim, T, h, w] (one latent frame when ``cache`` is given) -> [B, 12, T', 8h, 8w]."""
-        x = run_conv(self.conv1, x, cache)
-        for layer in self.middle:
-            x = layer(x, cache)
-        for layer in self.upsamples:
-            x = layer(x, cache, first_chunk)
-        return run_layers(self.head, x, cache)
 
+class WanVAE_(CausalVAE):
+    """The official Wan2.2 VAE network: ``encoder`` (width ``dim``), ``conv1``, ``conv2``, ``decoder`` (width
+    ``dec_dim``), with the 2x2 patchify around the chunked causal passes of :class:`CausalVAE`.
 
-class WanVAE_(nn.Cell):
-    """The official Wan2.2 VAE network: ``encoder`` (width ``dim``), ``conv1`` (2*z_dim -> 2*z_dim),
-    ``conv2`` (z_dim -> z_dim), ``decoder`` (width ``dec_dim``). ``encode``/``decode`` run the chunked causal
-    passes with a fresh :class:`FeatureCache`; video goes through the 2x2 patchify around them.
+    ``encode``: video [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> normalized latent [B, z_dim, 1 + k, H/16, W/16];
+    ``decode``: latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] (not clamped).
     """
 
     def __init__(self, dim: int = 160, dec_dim: int = 256, z_dim: int = 16, dim_mult: Sequence[int] = (1, 2, 4, 4),
                  num_res_blocks: int = 2, attn_scales: Sequence[float] = (),
                  temperal_downsample: Sequence[bool] = (True, True, False), dropout: float = 0.0,
                  dtype=ms.float32):
-        super().__init__()
-        self.z_dim = z_dim
-        self.encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
-                                 dropout, dtype=dtype)
-        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1, dtype=dtype)
-        self.conv2 = CausalConv3d(z_dim, z_dim, 1, dtype=dtype)
-        self.decoder = Decoder3d(dec_dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
-                                 dropout, dtype=dtype)
+        encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, attn_scales, temperal_downsample,
+                            dropout, dtype=dtype)
+        decoder = Decoder3d(dec_dim, z_dim, dim_mult, num_res_blocks, attn_scales, temperal_downsample[::-1],
+                            dropout, dtype=dtype)
+        super().__init__(encoder, decoder, z_dim, dtype)
 
     def encode(self, x: Tensor, scale=(0.0, 1.0)) -> Tensor:
-        """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> normalized mean latent [B, z_dim, 1 + k, H/16, W/16].
-
-        ``scale`` = (mean, 1/std) as floats or [z_dim] Tensors: mu -> (mu - mean) * (1/std).
-        """
-        x = patchify(x.astype(self.conv1.weight.dtype))
-        mu = self.conv1(chunked_encode(self.encoder, x))[:, :self.z_dim]
-        return normalize_latent(mu, scale, self.z_dim)
+        return super().encode(patchify(x.astype(self.conv1.weight.dtype)), scale)
 
     def decode(self, z: Tensor, scale=(0.0, 1.0)) -> Tensor:
-        """z: normalized latent [B, z_dim, T, h, w] -> video [B, 3, 1 + 4(T-1), 16h, 16w] (not clamped)."""
-        z = denormalize_latent(z.astype(self.conv2.weight.dtype), scale, self.z_dim)
-
-        def decode_frame(frame: Tensor, cache: FeatureCache) -> Tensor:
-            # the first latent frame is not doubled in time by the temporal upsamplers (nor by their shortcuts)
-            return self.decoder(frame, cache, first_chunk=cache.is_first_chunk)
-
-        return unpatchify(chunked_decode(decode_frame, self.conv2(z)))
+        return unpatchify(super().decode(z, scale))
 
 
 # ------------------------------------------------------------------------------------------------- wrapper
