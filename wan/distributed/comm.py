@@ -123,6 +123,7 @@ class Communicator:
         return ops.cat(mine, concat_dim)
 
     def barrier(self) -> None:
-        """Block until every rank arrives (a one-element all-reduce)."""
+        """Block until every rank arrives (a one-element all-reduce, not counted in ``stats``)."""
         if self.size > 1:
-            self.all_reduce_sum(Tensor([1.0], ms.float32)).asnumpy()
+            op = self._op("all_reduce", lambda: ops.AllReduce(ops.ReduceOp.SUM, group=self.group))
+            op(Tensor([1.0], ms.float32)).asnumpy()
