@@ -11,6 +11,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from conftest import FIXTURES
+from vae_checks import assert_bad_inputs_refused, assert_close_within, lazy_parameters
 from wan.modules import kernels as K
 from wan.modules import vae2_2 as V
 
@@ -135,17 +136,8 @@ def test_chunked_cache_differs_from_one_full_clip_pass(vae, ref):
     assert np.abs(frames[1].asnumpy()[0] - ref["dec_wide_out"][:, 1:2]).max() > 1e-3
 
 
-def test_bad_videos_raise_value_error(vae):
-    with pytest.raises(ValueError, match=r"6 frames.*1 \+ 4k"):
-        vae.encode([Tensor(np.zeros((3, 6, 16, 16), np.float32))])
-    with pytest.raises(ValueError, match=r"\(4, 5, 16, 16\).*\[3, T, H, W\]"):
-        vae.encode([Tensor(np.zeros((4, 5, 16, 16), np.float32))])
-    with pytest.raises(ValueError, match="24x16.*multiples of 16"):
-        vae.encode([Tensor(np.zeros((3, 5, 24, 16), np.float32))])
-    with pytest.raises(ValueError, match="list"):
-        vae.encode(Tensor(np.zeros((3, 5, 16, 16), np.float32)))
-    with pytest.raises(ValueError, match=r"latent 0 has shape \(16, 2, 2, 2\).*\[48, T, h, w\]"):
-        vae.decode([Tensor(np.zeros((16, 2, 2, 2), np.float32))])
+def test_bad_inputs_raise_value_error(vae):
+    assert_bad_inputs_refused(vae, stride=16)
 
 
 def test_wan2_1_checkpoint_is_refused_before_building(ref):
@@ -165,8 +157,7 @@ def test_missing_checkpoint_raises_file_not_found():
 
 
 def test_loaded_wrapper_has_no_uninitialised_parameter(vae):
-    # Built under no_init_parameters: any parameter the load did not set would still be a lazy initializer.
-    assert [name for name, p in vae.model.parameters_and_names() if p.has_init] == []
+    assert lazy_parameters(vae.model) == []  # built under no_init_parameters, then every parameter loaded
 
 
 def test_tiled_with_one_tile_equals_untiled(vae, ref):
@@ -220,18 +211,14 @@ def test_tiled_decode_is_close_to_untiled(vae):
     z = Tensor(np.random.default_rng(0).standard_normal((48, 1, 8, 8)).astype(np.float32))
     full = vae.decode([z])[0].asnumpy()
     tiled = vae.decode([z], tiled=True, tile_size=96, tile_overlap=32)[0].asnumpy()
-    assert tiled.shape == full.shape == (3, 1, 128, 128)
-    err = np.abs(tiled - full)
-    assert err.max() < TILED_DECODE_TOL["max"] and err.mean() < TILED_DECODE_TOL["mean"], (err.max(), err.mean())
+    assert_close_within(tiled, full, (3, 1, 128, 128), TILED_DECODE_TOL)
 
 
 def test_tiled_encode_is_close_to_untiled(vae):
     x = Tensor(np.random.default_rng(1).uniform(-1, 1, (3, 1, 128, 128)).astype(np.float32))
     full = vae.encode([x])[0].asnumpy()
     tiled = vae.encode([x], tiled=True, tile_size=96, tile_overlap=32)[0].asnumpy()
-    assert tiled.shape == full.shape == (48, 1, 8, 8)
-    err = np.abs(tiled - full)
-    assert err.max() < TILED_ENCODE_TOL["max"] and err.mean() < TILED_ENCODE_TOL["mean"], (err.max(), err.mean())
+    assert_close_within(tiled, full, (48, 1, 8, 8), TILED_ENCODE_TOL)
 
 
 def test_bad_tile_sizes_raise_value_error(vae):

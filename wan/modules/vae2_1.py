@@ -864,14 +864,8 @@ def check_vae2_1_checkpoint(path, in_channels: int = 3) -> None:
 
 
 class Wan2_1_VAE(VideoVAE):
-    """The official Wan2.1 VAE wrapper (stride 4x8x8, 16 latent channels); see :class:`VideoVAE`.
-
-    Args:
-        z_dim: latent channels (16; the latent statistics are defined for 16).
-        vae_pth: path of ``Wan2.1_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
-        dtype: compute/parameter dtype. Outputs are float32.
-        model_config: overrides of :data:`WAN21_CONFIG` (tiny test models); the release needs none.
-    """
+    """The official Wan2.1 VAE wrapper (stride 4x8x8, 16 latent channels; ``Wan2.1_VAE.pth`` of the A14B
+    models). Arguments as :class:`VideoVAE`; ``model_config`` overrides :data:`WAN21_CONFIG`."""
 
     VERSION = "2.1"
     NETWORK = "vae2_1"

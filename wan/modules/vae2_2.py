@@ -70,13 +70,10 @@ class AvgDown3D(nn.Cell):
 
     def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int = 1):
         super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.factor_t = factor_t
-        self.factor_s = factor_s
-        self.factor = factor_t * factor_s * factor_s
-        assert in_channels * self.factor % out_channels == 0, (in_channels, out_channels, self.factor)
-        self.group_size = in_channels * self.factor // out_channels
+        self.out_channels, self.factor_t, self.factor_s = out_channels, factor_t, factor_s
+        folded = in_channels * factor_t * factor_s * factor_s
+        assert folded % out_channels == 0, (in_channels, out_channels, factor_t, factor_s)
+        self.group_size = folded // out_channels
 
     def construct(self, x: Tensor) -> Tensor:
         ft, fs = self.factor_t, self.factor_s
@@ -101,13 +98,10 @@ class DupUp3D(nn.Cell):
 
     def __init__(self, in_channels: int, out_channels: int, factor_t: int, factor_s: int = 1):
         super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.factor_t = factor_t
-        self.factor_s = factor_s
-        self.factor = factor_t * factor_s * factor_s
-        assert out_channels * self.factor % in_channels == 0, (in_channels, out_channels, self.factor)
-        self.repeats = out_channels * self.factor // in_channels
+        self.out_channels, self.factor_t, self.factor_s = out_channels, factor_t, factor_s
+        unfolded = out_channels * factor_t * factor_s * factor_s
+        assert unfolded % in_channels == 0, (in_channels, out_channels, factor_t, factor_s)
+        self.repeats = unfolded // in_channels
 
     def construct(self, x: Tensor, first_chunk: bool = False) -> Tensor:
         ft, fs = self.factor_t, self.factor_s
@@ -306,14 +300,8 @@ def check_vae2_2_checkpoint(path, z_dim: int, dim: int, dec_dim: int, dim_mult: 
 
 
 class Wan2_2_VAE(VideoVAE):
-    """The official Wan2.2 VAE wrapper (stride 4x16x16, 48 latent channels); see :class:`VideoVAE`.
-
-    Args:
-        z_dim: latent channels (48; the latent statistics are defined for 48).
-        vae_pth: path of ``Wan2.2_VAE.pth`` (or a converted file). None keeps the random init (tests, benches).
-        dtype: compute/parameter dtype. Outputs are float32.
-        model_config: overrides of :data:`WAN22_CONFIG` (tiny test models); the release needs none.
-    """
+    """The official Wan2.2 VAE wrapper (stride 4x16x16, 48 latent channels; ``Wan2.2_VAE.pth`` of TI2V-5B).
+    Arguments as :class:`VideoVAE`; ``model_config`` overrides :data:`WAN22_CONFIG`."""
 
     VERSION = "2.2"
     NETWORK = "vae2_2"
