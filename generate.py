@@ -222,9 +222,26 @@ def output_paths(args) -> list:
     return [f"{stem}_{i:03d}{ext}" for i in range(len(args.prompts))]
 
 
+def dit_geometry(args) -> tuple:
+    """(num_heads, unpadded token count) of the request, read from the DiT config.json (no weights loaded)."""
+    from wan.modules.model import WanModel
+    from wan.pipeline import checkpoint_files
+
+    task = args.task_config
+    files = checkpoint_files(task, args.ckpt_dir)
+    config = WanModel.config_from_file(os.path.join(files["high_noise" if task.two_experts else "dit"],
+                                                    "config.json"))
+    w, h = args.size_wh
+    lat_f = (args.frame_num - 1) // task.vae_stride[0] + 1
+    tokens = lat_f * (h // task.vae_stride[1] // task.patch_size[1]) * (w // task.vae_stride[2] // task.patch_size[2])
+    return config.get("num_heads", 16), tokens
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    world_size = int(os.environ.get("MS_WORKER_NUM", os.environ.get("WORLD_SIZE", "1")))
+    from wan.distributed import launch_info
+
+    world_size = launch_info().world_size
     try:
         validate(args, world_size)
     except (ValueError, FileNotFoundError) as e:
@@ -242,7 +259,13 @@ def main(argv=None) -> int:
     parallel = ParallelHooks()
     if world_size > 1:
         from wan.distributed import setup_parallel
-        parallel = setup_parallel(args, world_size)
+
+        num_heads, tokens = dit_geometry(args)
+        try:  # every rank checks the flags against the launch before anything is loaded
+            parallel = setup_parallel(args, world_size, num_heads=num_heads, seq_tokens=tokens)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     setup_logging(parallel.is_main)
     if args.tiny_note:
         log.info(args.tiny_note)
@@ -276,4 +299,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wan.distributed import run_guarded
+
+    # A failing rank logs its traceback and exits at once, so msrun stops the whole job instead of hanging.
+    sys.exit(run_guarded(main))
