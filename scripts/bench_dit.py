@@ -11,7 +11,6 @@ Prints seconds per forward and peak memory. Weights are random (timing does not 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from wan.utils.memory import peak_rss_mb  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,10 +45,6 @@ def config_of(args):
     return dict(model_type=args.model_type, in_dim=args.in_dim * (2 if args.model_type == "i2v" else 1),
                 out_dim=args.in_dim, dim=args.dim, ffn_dim=args.ffn_dim or 4 * args.dim, num_heads=args.heads,
                 num_layers=args.layers, text_len=args.text_len, freq_dim=256, text_dim=4096)
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_mindspore(args):

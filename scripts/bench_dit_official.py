@@ -5,7 +5,6 @@ torch. Argument: one JSON object (the WanModel config plus latent/repeat/warmup/
 """
 import json
 import os
-import resource
 import sys
 import time
 
@@ -14,6 +13,18 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures"))
 from make_dit_fixtures import load_official_model_module  # noqa: E402  (plain float32 attention, masks k_lens)
+
+
+
+def peak_rss_mb() -> float:
+    # The project's helper, loaded by path: putting the project on sys.path would shadow the official `wan`.
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wan", "utils", "memory.py")
+    spec = importlib.util.spec_from_file_location("_project_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.peak_rss_mb()
 
 
 def main():
@@ -42,7 +53,7 @@ def main():
                 times.append(time.perf_counter() - start)
     print(json.dumps(dict(framework=f"torch {torch.__version__}", device="CPU", seq_len=seq_len,
                           sec_per_forward=float(np.median(times)),
-                          peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)))
+                          peak_mb=peak_rss_mb())))
 
 
 if __name__ == "__main__":

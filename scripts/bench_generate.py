@@ -11,13 +11,13 @@ timing does not depend on weight values, so none is needed here).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from wan.utils.memory import peak_rss_mb  # noqa: E402
 
 RUNS = {"default": {}, "lightning": dict(sample_solver="euler", sample_steps=4, sample_shift=5.0, guide_scale=1.0)}
 
@@ -46,7 +46,7 @@ def one_run(spec: dict) -> dict:
                           sampling_steps=overrides.get("sample_steps", task.sample_steps), guide_scale=guide,
                           seed=0, progress=False, timings=timings)
     total = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = peak_rss_mb()
     if device == "Ascend":
         peak = ms.runtime.max_memory_allocated() / 2 ** 20
     steps = timings["steps"]

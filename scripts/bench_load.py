@@ -2,7 +2,7 @@
 
 Builds a synthetic ~1 GB bf16 checkpoint in the official sharded-safetensors layout in a temp folder (deleted
 at the end), then runs each measurement in a fresh child process, which reports its own peak RSS
-(resource.getrusage(RUSAGE_SELF).ru_maxrss) before and after loading. Page cache is dropped for the files
+(VmHWM, see wan.utils.memory) before and after loading. Page cache is dropped for the files
 (posix_fadvise DONTNEED) before every run, so each run reads from disk as far as the kernel allows.
 
     /work/envs/ms/bin/python scripts/bench_load.py [--gib 1.0] [--world 4] [--repeat 3]
@@ -19,7 +19,6 @@ import argparse
 import glob
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from wan.utils.memory import peak_rss_mb  # noqa: E402
 
 from convert.safetensors_io import write_safetensors  # noqa: E402
 
@@ -72,7 +72,7 @@ def drop_cache(folder):
 
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return peak_rss_mb()
 
 
 def child(mode, folder, world):

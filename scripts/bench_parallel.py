@@ -5,7 +5,7 @@
     python scripts/bench_parallel.py --table    # the analytic table only (from the configs; no weights)
 
 Measured, per rank, with a random-weight DiT (default dim 512, 8 heads, 4 layers, 1280 tokens) loaded
-shard-aware from a temporary safetensors checkpoint, ZeRO3 + Ulysses for N=2: peak resident memory (ru_maxrss,
+shard-aware from a temporary safetensors checkpoint, ZeRO3 + Ulysses for N=2: peak resident memory (VmHWM,
 includes the ~0.5 GB MindSpore runtime), parameter bytes held, seconds per DiT forward, and the bytes each
 collective moved during one forward (on CPU the all-to-all is an all-gather, N x the traffic of a real one).
 A denoising step is 2 forwards (cond + uncond).
@@ -17,7 +17,6 @@ ti2v-5B at 1280x704 / 121 frames, N in {1, 2, 4, 8}, with --dit_zero3 --t5_zero3
 import argparse
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
@@ -29,6 +28,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from wan.utils.memory import peak_rss_mb  # noqa: E402
 
 BF16 = 2
 # Official DiT sizes (config.json of the release); patch (1, 2, 2), text_dim 4096, freq_dim 256.
@@ -180,7 +180,7 @@ def worker(args):
     stats = {k: v // args.repeat for k, v in comm.stats.bytes.items()} if comm is not None else {}
     calls = {k: v // args.repeat for k, v in comm.stats.calls.items()} if comm is not None else {}
     result = dict(rank=rank, world=world, tokens=seq_len, param_bytes=parameter_bytes(model),
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  peak_rss_mb=peak_rss_mb(),
                   sec_per_forward=float(np.median(times)), comm_bytes_per_forward=stats, comm_calls_per_forward=calls)
     with open(os.path.join(out, f"n{world}_rank{rank}.json"), "w") as fh:
         json.dump(result, fh)

@@ -1,6 +1,6 @@
 """Time and peak memory of VAE encode/decode, untiled vs spatially tiled.
 
-Each measurement runs in a fresh child process so that its peak resident memory (ru_maxrss) belongs to that
+Each measurement runs in a fresh child process so that its peak resident memory (VmHWM) belongs to that
 measurement alone; the parent prints a table and the tiled-vs-untiled difference.
 
     python scripts/bench_vae.py                      # Wan2.1 VAE at full width, random weights, 5x96x96
@@ -14,7 +14,6 @@ decoder stages.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from wan.utils.memory import peak_rss_mb  # noqa: E402
 
 SPATIAL_STRIDE = {"2.1": 8}
 
@@ -36,7 +36,7 @@ def build_vae(version, vae_pth):
 
 
 def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return peak_rss_mb()
 
 
 def child(args):
