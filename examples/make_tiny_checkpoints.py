@@ -10,15 +10,16 @@ Run in a separate environment with torch and the official release (the project i
     ref/bin/pip install --no-deps wan22
     ref/bin/python examples/make_tiny_checkpoints.py
 """
-import importlib.util
 import json
 import os
 import shutil
 import sys
-import types
 
 import torch
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures"))
+from official import import_official  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -46,26 +47,8 @@ NOTE = ("TINY RANDOM CHECKPOINT for smoke tests: random weights in the official 
 
 
 def official_modules():
-    """Import the official model files one by one (the package __init__ pulls in CUDA-only code)."""
-    spec = importlib.util.find_spec("wan")
-    root = os.path.dirname(spec.origin)
-    for name, path in (("wan", root), ("wan.modules", os.path.join(root, "modules"))):
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [path]
-        sys.modules[name] = pkg
-    attention = types.ModuleType("wan.modules.attention")
-    attention.flash_attention = attention.attention = lambda *a, **k: None  # never called here
-    sys.modules["wan.modules.attention"] = attention
-    torch.cuda.current_device = lambda: 0  # t5.py evaluates it in a default argument at import
-    mods = {}
-    for name in ("model", "tokenizers", "t5", "vae2_1", "vae2_2"):
-        mspec = importlib.util.spec_from_file_location(f"wan.modules.{name}",
-                                                       os.path.join(root, "modules", f"{name}.py"))
-        module = importlib.util.module_from_spec(mspec)
-        sys.modules[f"wan.modules.{name}"] = module
-        mspec.loader.exec_module(module)
-        mods[name] = module
-    return mods
+    """The official model files (attention is never called here: nothing runs forward)."""
+    return import_official("model", "tokenizers", "t5", "vae2_1", "vae2_2")
 
 
 def randomize(module, gen, scale=0.5):

@@ -7,11 +7,11 @@ these float32 values (not truncated to integers), and the pipelines drop the fin
 """
 import numpy as np
 
-from .solver_common import F32, SchedulerOutput, check_num_steps, check_shift, find_step_index, like, \
+from .solver_common import F32, SchedulerOutput, StepIndexMixin, check_num_steps, check_shift, find_step_index, like, \
     shift_sigmas_f32, to_numpy
 
 
-class EulerScheduler:
+class EulerScheduler(StepIndexMixin):
     """x_next = x + (sigma_next - sigma) * v, on a shifted linear schedule.
 
     Attributes: `timesteps` [S + 1] float32 ending at 0, `sigmas` [S + 1] float32 ending at 0,
@@ -30,21 +30,6 @@ class EulerScheduler:
     @property
     def shift(self) -> float:
         return self._shift
-
-    @property
-    def config(self):
-        return self
-
-    @property
-    def step_index(self):
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        self._begin_index = begin_index
 
     def set_shift(self, shift: float = 1.0):
         """Re-shift the current schedule: sigmas = shift * s / (1 + (shift - 1) * s) with s = timesteps_ori / N."""

@@ -123,7 +123,27 @@ def check_shift(shift) -> float:
     return float(shift)
 
 
-class FlowMultistepBase:
+class StepIndexMixin:
+    """The diffusers-style read-only step bookkeeping every solver exposes (``config`` is the solver itself)."""
+
+    @property
+    def config(self):
+        return self
+
+    @property
+    def step_index(self):
+        """Index of the next step into `timesteps`; None until the first `step`."""
+        return self._step_index
+
+    @property
+    def begin_index(self):
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        self._begin_index = begin_index
+
+
+class FlowMultistepBase(StepIndexMixin):
     """Schedule and bookkeeping shared by FlowUniPCMultistepScheduler and FlowDPMSolverMultistepScheduler.
 
     Public attributes as in the official schedulers: `timesteps` [S] int64 (after set_timesteps), `sigmas`
@@ -156,22 +176,6 @@ class FlowMultistepBase:
         self.sigma_max = float(self.sigmas[0])
         self.num_inference_steps = None
         self._reset_state()
-
-    @property
-    def config(self):
-        return self
-
-    @property
-    def step_index(self):
-        """Index of the next step into `timesteps`; None until the first `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        self._begin_index = begin_index
 
     def _reset_state(self):
         self.model_outputs = [None] * self.solver_order
