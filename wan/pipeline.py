@@ -272,16 +272,20 @@ class WanPipeline:
         if dit_dtype != ms.float32 and not on_ascend:
             raise ValueError(f"DiT dtype {dit_dtype} cannot be computed on CPU (no bf16/fp16 arithmetic); drop "
                              f"--convert_model_dtype on CPU")
-        if t5_cpu and on_ascend:
-            raise ValueError("--t5_cpu on Ascend is not supported by this MindSpore port yet (MindSpore 2.7 runs a "
-                             "PyNative graph on one device target); drop --t5_cpu or use --t5_zero3 to split T5")
+        if t5_cpu and self.parallel.t5_shard is not None:
+            raise ValueError("--t5_cpu and --t5_zero3 exclude each other: choose where T5 lives")
         self.offload = Offloader(offload_model)
 
         t0 = time.perf_counter()
         t5_path = _resolve(files["t5"])
-        self.text_encoder = T5EncoderModel(
-            text_len=task.text_len, dtype=None, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
-            config=infer_t5_config(t5_path), shard=self.parallel.t5_shard, shard_fn=self.parallel.prepare_t5)
+        t5_args = dict(text_len=task.text_len, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
+                       config=infer_t5_config(t5_path))
+        if t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
+            from .acc.t5_cpu import CpuTextEncoder
+            self.text_encoder = CpuTextEncoder(**t5_args)
+        else:
+            self.text_encoder = T5EncoderModel(**t5_args, dtype=None, shard=self.parallel.t5_shard,
+                                               shard_fn=self.parallel.prepare_t5)
         log.info("text encoder loaded in %.1fs", time.perf_counter() - t0)
 
         t0 = time.perf_counter()
