@@ -105,6 +105,9 @@ def _atomic_write(path: str, write) -> str:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
