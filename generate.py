@@ -19,7 +19,7 @@ import sys
 import time
 from datetime import datetime
 
-from wan.configs import LIGHTNING_DEFAULTS, SIZE_CONFIGS, TASKS, TaskConfig, get_task
+from wan.configs import LIGHTNING_DEFAULTS, TASKS, TaskConfig, get_task
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TINY_DIR = os.path.join(ROOT, "examples", "tiny")
@@ -225,16 +225,16 @@ def output_paths(args) -> list:
 def dit_geometry(args) -> tuple:
     """(num_heads, unpadded token count) of the request, read from the DiT config.json (no weights loaded)."""
     from wan.modules.model import WanModel
-    from wan.pipeline import checkpoint_files
+    from wan.pipeline import checkpoint_files, padded_seq_len
 
     task = args.task_config
     files = checkpoint_files(task, args.ckpt_dir)
     config = WanModel.config_from_file(os.path.join(files["high_noise" if task.two_experts else "dit"],
                                                     "config.json"))
     w, h = args.size_wh
-    lat_f = (args.frame_num - 1) // task.vae_stride[0] + 1
-    tokens = lat_f * (h // task.vae_stride[1] // task.patch_size[1]) * (w // task.vae_stride[2] // task.patch_size[2])
-    return config.get("num_heads", 16), tokens
+    stride = task.vae_stride
+    latent = (task.z_dim, (args.frame_num - 1) // stride[0] + 1, h // stride[1], w // stride[2])
+    return config.get("num_heads", 16), padded_seq_len(latent, task.patch_size)
 
 
 def main(argv=None) -> int:

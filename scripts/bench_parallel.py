@@ -78,7 +78,7 @@ def analytic_rows():
     rows = []
     for name, spec in REAL_MODELS.items():
         cfg = spec["dit"]
-        d, ffn, heads, layers = cfg["dim"], cfg["ffn_dim"], cfg["num_heads"], cfg["num_layers"]
+        d, ffn, layers = cfg["dim"], cfg["ffn_dim"], cfg["num_layers"]
         dit_shapes = _shapes(lambda: WanModel(**cfg, text_dim=4096, freq_dim=256, dtype=ms.bfloat16))
         w, h = spec["size"]
         st = spec["stride"]

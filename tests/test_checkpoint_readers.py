@@ -1,5 +1,4 @@
 """Readers against real files written by torch.save / safetensors (tests/fixtures/make_checkpoint_fixtures.py)."""
-import io
 import json
 import os
 import pickle

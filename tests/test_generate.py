@@ -13,9 +13,8 @@ from wan.utils.media import read_video
 TINY = os.path.join(ROOT, "examples", "tiny")
 
 
-def run(argv, capsys=None):
-    code = generate.main(argv)
-    return code
+def run(argv):
+    return generate.main(argv)
 
 
 def test_t2v_writes_mp4_with_right_frames_size_fps(tmp_path):

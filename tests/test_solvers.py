@@ -7,11 +7,15 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import FIXTURES
 from wan.utils.euler import EulerScheduler
 from wan.utils.fm_solvers import (SOLVER_NAMES, FlowDPMSolverMultistepScheduler, get_sampling_sigmas,
                                   make_scheduler, retrieve_timesteps)
 from wan.utils.fm_solvers_unipc import FlowUniPCMultistepScheduler
 from wan.utils.solver_common import SchedulerOutput
+
+sys.path.insert(0, FIXTURES)
+from solver_model import velocity  # noqa: E402  (the function the fixtures were made with)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "solvers", "solver_trajectories.npz")
@@ -24,16 +28,6 @@ FIXTURE = os.path.join(REPO, "tests", "fixtures", "solvers", "solver_trajectorie
 # 2-5x that, and an error in a coefficient, an order switch or an off-by-one sigma moves latents by >1e-3.
 RTOL = 2e-6
 ATOL = 1e-6
-
-
-def velocity(x: np.ndarray, t) -> np.ndarray:
-    """Same deterministic stand-in model as the fixture script (must stay identical to it)."""
-    s = float(t) / 1000.0
-    xd = x.astype(np.float64)
-    phase = np.arange(x.shape[0], dtype=np.float64).reshape(-1, 1, 1, 1)
-    v = (xd * (0.6 + 0.4 * s) - 0.8 * np.tanh(xd + 0.5 * np.sin(3.0 * s + phase))
-         + 0.3 * np.cos(2.0 * s + phase) + 0.1 * np.roll(xd, 1, axis=-1))
-    return v.astype(np.float32)
 
 
 @pytest.fixture(scope="module")

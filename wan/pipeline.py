@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .acc.offload import Offloader
-from .configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, TaskConfig
+from .configs import TaskConfig
 
 log = logging.getLogger("wan")
 
@@ -54,7 +54,10 @@ def i2v_latent_size(img_h: int, img_w: int, max_area: int, vae_stride, patch_siz
 
 
 def padded_seq_len(latent_shape: Sequence[int], patch_size, multiple: int = 1) -> int:
-    """Token count of a latent [C, F, H, W], rounded up to a multiple (the sequence-parallel degree)."""
+    """Token count of a latent [C, F, H, W], rounded up to a multiple (the sequence-parallel degree).
+
+    The official t2v formula; for i2v/ti2v latents (whole patches) it equals their floor-then-round-up form.
+    """
     _, f, h, w = latent_shape
     tokens = math.ceil(h * w / (patch_size[1] * patch_size[2]) * f / multiple)
     return tokens * multiple
@@ -155,10 +158,6 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
             timing.forwards += 1 if expert.guide_scale == 1.0 else 2
         steps.set_postfix(expert=expert.name, t=f"{t_value:.1f}")
     return latent
-
-
-__all__ = ["best_output_size", "i2v_latent_size", "padded_seq_len", "Conditions", "make_noise", "Expert",
-           "choose_expert", "denoise", "MAX_AREA_CONFIGS", "SIZE_CONFIGS", "TaskConfig"]
 
 
 # ----------------------------------------------------------------------------------------- components
@@ -335,7 +334,7 @@ class WanPipeline:
             lat_h, lat_w = i2v_latent_size(img.shape[1], img.shape[2], size[0] * size[1], stride, patch)
             h, w = lat_h * stride[1], lat_w * stride[2]
             shape = (task.z_dim, lat_f, lat_h, lat_w)
-            seq_len = int(math.ceil(lat_f * lat_h * lat_w // (patch[1] * patch[2]) / multiple)) * multiple
+            seq_len = padded_seq_len(shape, patch, multiple)
             # First-frame mask: 4 entries per latent frame (the VAE folds 4 frames into one), 1 on frame 0.
             msk = np.zeros((1, frame_num, lat_h, lat_w), np.float32)
             msk[:, 0] = 1.0
@@ -355,7 +354,7 @@ class WanPipeline:
             ow, oh = best_output_size(image.width, image.height, dw, dh, size[0] * size[1])
             img = to_tensor(resize_center_crop(image, ow, oh))[:, None]  # [3, 1, oh, ow]
             shape = (task.z_dim, lat_f, oh // stride[1], ow // stride[2])
-            seq_len = int(math.ceil(lat_f * shape[2] * shape[3] // (patch[1] * patch[2]) / multiple)) * multiple
+            seq_len = padded_seq_len(shape, patch, multiple)
             self.offload.use(self.vae.model, *self._dits())
             z = self.vae.encode([Tensor(img)], tiled=self.vae_tiled)[0].asnumpy()  # [C, 1, h, w]
             keep = np.ones(shape, np.float32)

@@ -334,34 +334,23 @@ def conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, p
     Returns:
         [B, Cout, T', H', W'] in the dtype of ``weight`` (x is cast to it).
     """
-    x = x.astype(weight.dtype)
-    stride = _triple(stride)
-    padding = _triple(padding)
-    if backend() == "ascend":
-        return mint.nn.functional.conv3d(x, weight, bias, stride, padding)
-    mode = "pad" if any(padding) else "valid"
-    y = ops.conv3d(x, weight, None, stride, mode, padding if any(padding) else 0)
-    if bias is not None:  # ops.conv3d on CPU handles bias, but bias_add keeps both conv paths alike
-        y = ops.bias_add(y, bias)
-    return y
+    return _conv(x, weight, bias, _triple(stride), _triple(padding))
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0) -> Tensor:
-    """2-D convolution with PyTorch's layout and symmetric zero padding.
+    """2-D convolution: x [B, Cin, H, W], weight [Cout, Cin, kh, kw] -> [B, Cout, H', W'] (see ``conv3d``)."""
+    return _conv(x, weight, bias, _pair(stride), _pair(padding))
 
-    Args:
-        x: [B, Cin, H, W]; weight: [Cout, Cin, kh, kw]; bias: [Cout] or None.
-    Returns:
-        [B, Cout, H', W'] in the dtype of ``weight``.
-    """
+
+def _conv(x, weight, bias, stride, padding):
     x = x.astype(weight.dtype)
-    stride = _pair(stride)
-    padding = _pair(padding)
+    three_d = len(stride) == 3
     if backend() == "ascend":
-        return mint.nn.functional.conv2d(x, weight, bias, stride, padding)
-    mode = "pad" if any(padding) else "valid"
-    y = ops.conv2d(x, weight, None, stride, mode, padding if any(padding) else 0)
-    if bias is not None:
+        fn = mint.nn.functional.conv3d if three_d else mint.nn.functional.conv2d
+        return fn(x, weight, bias, stride, padding)
+    fn = ops.conv3d if three_d else ops.conv2d
+    y = fn(x, weight, None, stride, "pad" if any(padding) else "valid", padding if any(padding) else 0)
+    if bias is not None:  # added separately so both conv paths treat bias alike
         y = ops.bias_add(y, bias)
     return y
 

@@ -8,7 +8,6 @@ and never into a copy of ``construct``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -291,6 +290,7 @@ class WanModel(nn.Cell):
         d = dim // num_heads
         self.freqs = np.concatenate([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)),
                                      rope_params(1024, 2 * (d // 6))], axis=1)  # [1024, d // 2] angles
+        self._rope_cache = None  # ((grid sizes, padded length), (cos, sin)) of the last call
 
     def set_compute_dtype(self, dtype) -> "WanModel":
         """Run the matmuls in ``dtype`` whatever the storage dtype (bf16 on Ascend, as the official autocast
@@ -390,7 +390,11 @@ class WanModel(nn.Cell):
         ctx = ops.stack([_pad_rows(u[None], self.text_len)[0] for u in context]).astype(self.dtype)
         ctx = self.text_embedding(ctx)
 
-        cos, sin = rope_tables(grid_sizes, padded_len, self.freqs, self.dim // self.num_heads)
+        # Every denoising step calls the model twice (cond / uncond) on the same grid: build the tables once.
+        key = (tuple(grid_sizes), padded_len)
+        if self._rope_cache is None or self._rope_cache[0] != key:
+            self._rope_cache = (key, rope_tables(grid_sizes, padded_len, self.freqs, self.dim // self.num_heads))
+        cos, sin = self._rope_cache[1]
         start, stop = plan.shard_range(padded_len)
         step = _Step(e0=plan.split(e0) if lt > 1 else e0, seq_lens=seq_lens,
                      rope_cos=cos[:, start:stop], rope_sin=sin[:, start:stop], context=ctx, plan=plan)
