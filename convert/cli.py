@@ -20,6 +20,8 @@ import os
 import shutil
 import sys
 
+from wan.utils.fileio import atomic_output
+
 from .dtypes import canonical_dtype
 from .errors import CheckpointError
 from .keymaps import get_keymap
@@ -42,26 +44,13 @@ def _sha256_file(path, chunk=16 << 20):
 
 
 def _atomic_copy(src, dst):
-    tmp = f"{dst}.tmp.{os.getpid()}"
-    try:
+    with atomic_output(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path, durable=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class _Progress:

@@ -12,6 +12,8 @@ import struct
 
 import numpy as np
 
+from wan.utils.fileio import atomic_output
+
 from .base import CheckpointReader, read_exact
 from .dtypes import NUMPY_STORAGE
 from .errors import CheckpointError
@@ -213,9 +215,8 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    tmp = f"{path}.tmp.{os.getpid()}"
     digest = hashlib.sha256()
-    try:
+    with atomic_output(path, durable=True) as tmp:
         with open(tmp, "wb") as f:
             for part in (struct.pack("<Q", len(raw)), raw):
                 f.write(part)
@@ -230,10 +231,4 @@ def write_safetensors(path, entries, metadata=None, chunk_bytes=64 << 20):
                     f.write(buf[start:start + chunk_bytes])
                     digest.update(buf[start:start + chunk_bytes])
                 del array, buf
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return digest.hexdigest()

@@ -7,10 +7,11 @@ for ti2v-5B. Writers are atomic: a temporary file in the target folder, renamed 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Tuple
 
 import numpy as np
+
+from .fileio import atomic_output
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -99,20 +100,8 @@ def check_output_path(path: str) -> str:
 
 
 def _atomic_write(path: str, write) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 import string
-import tempfile
+
+from .fileio import atomic_output
 
 __all__ = ["make_tiny_tokenizer", "TINY_TOKENIZER_MIN_VOCAB"]
 
@@ -67,16 +68,8 @@ def _pieces():
 
 
 def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary shareable files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
 
 
 def make_tiny_tokenizer(dst_dir: str, vocab_size: int = 512, model_max_length: int = 512) -> str:
