@@ -22,13 +22,13 @@ import sys
 
 from wan.utils.fileio import atomic_output
 
-from .dtypes import canonical_dtype
-from .errors import CheckpointError
-from .keymaps import get_keymap
-from .layout import LAYOUTS, MANIFEST, TOKENIZER_DIR, detect_layout
-from .loading import read_param
-from .readers import open_checkpoint
-from .safetensors_io import SafetensorsReader, write_safetensors
+from wan.checkpoint.dtypes import canonical_dtype
+from wan.checkpoint.errors import CheckpointError
+from wan.checkpoint.keymaps import get_keymap
+from wan.checkpoint.layout import LAYOUTS, MANIFEST, TOKENIZER_DIR, detect_layout
+from wan.checkpoint.loading import read_param
+from wan.checkpoint.readers import open_checkpoint
+from wan.checkpoint.safetensors_io import SafetensorsReader, write_safetensors
 
 MANIFEST_FORMAT = "wan2.2-mindspore-checkpoint"
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".index.json")

@@ -24,7 +24,7 @@ from official import import_official  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "tiny")
-TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "t5", "tokenizer")  # made by wan.utils.tiny_assets
+TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "t5", "tokenizer")  # made by tests/fixtures/tiny_tokenizer.py
 
 T5 = dict(vocab=512, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32,
           shared_pos=False, dropout=0.0)

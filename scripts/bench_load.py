@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from wan.utils.memory import peak_rss_mb  # noqa: E402
 
-from convert.safetensors_io import write_safetensors  # noqa: E402
+from wan.checkpoint.safetensors_io import write_safetensors  # noqa: E402
 
 # DiT-like tensors: big [rows, dim] matrices (split under ZeRO3) and small vectors (replicated).
 ROWS, DIM = 3072, 3072
@@ -76,7 +76,7 @@ def peak_mib():
 
 
 def child(mode, folder, world):
-    from convert import load_into_cell, open_checkpoint, zero3_slice
+    from wan.checkpoint import load_into_cell, open_checkpoint, zero3_slice
 
     holder = None
     if mode.startswith("cell"):
@@ -125,7 +125,7 @@ def child(mode, folder, world):
                 nbytes += array.nbytes
                 kept.append(array)
     else:
-        from convert.readers import CheckpointReader
+        from wan.checkpoint.readers import CheckpointReader
 
         class Renamed(CheckpointReader):
             """The synthetic keys 'blocks.<i>.<leaf>' as the holder's parameter names 'b<i>.<leaf>'."""

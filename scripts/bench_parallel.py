@@ -63,7 +63,7 @@ def _shapes(cell_factory):
 
 
 def _sharded_elements(shapes, world):
-    from convert.sharding import zero3_shard_shape
+    from wan.checkpoint.sharding import zero3_shard_shape
 
     return sum(int(np.prod(zero3_shard_shape(s, 0, world))) for s in shapes.values())
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from mindspore import Parameter, nn
 
-from convert import CheckpointError, get_keymap, load_into_cell, open_checkpoint, zero3_shard_shape, zero3_slice
-from convert.readers import DictReader
+from wan.checkpoint import CheckpointError, get_keymap, load_into_cell, open_checkpoint, zero3_shard_shape, zero3_slice
+from wan.checkpoint.readers import DictReader
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoint")
 TI2V = os.path.join(FIX, "ti2v_tiny")
@@ -99,7 +99,7 @@ def test_wan_model_from_pretrained_uses_the_loader():
 
 
 def test_sharded_load_keeps_only_this_ranks_rows(monkeypatch):
-    import convert.safetensors_io as st
+    import wan.checkpoint.safetensors_io as st
 
     read_bytes = []
     real = st.read_exact
@@ -166,7 +166,7 @@ def test_mis_shaped_is_an_error_even_when_not_strict():
 
 
 def test_keymap_renames_and_skips_are_applied():
-    from convert.keymaps import KeyMap
+    from wan.checkpoint.keymaps import KeyMap
 
     km = KeyMap("x", "float32", renames=((r"(.*)\.gamma", r"\1.weight"),), skip=(r".*\.running_mean",),
                 keep_fp32=(r".*norm\.weight",))
@@ -190,7 +190,7 @@ def test_in_memory_reader_and_dtype_conversion_into_cell():
 
 
 def test_mindspore_ckpt_reader_round_trip(tmp_path):
-    from convert.dtypes import float32_to_bf16_bits
+    from wan.checkpoint.dtypes import float32_to_bf16_bits
 
     rng = np.random.default_rng(0)
     w32 = rng.standard_normal((4, 3)).astype(np.float32)

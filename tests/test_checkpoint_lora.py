@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from convert import CheckpointError, load_into_cell, open_checkpoint
-from convert.dtypes import float32_to_bf16_bits
-from convert.lora import lightning_lora_file, merge_lora
+from wan.checkpoint import CheckpointError, load_into_cell, open_checkpoint
+from wan.checkpoint.dtypes import float32_to_bf16_bits
+from wan.checkpoint.lora import lightning_lora_file, merge_lora
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoint")
 LOW = os.path.join(FIX, "a14b_tiny", "low_noise_model")
@@ -115,7 +115,7 @@ def test_unknown_lora_keys_are_named():
 
 
 def test_half_a_pair_is_an_error(tmp_path):
-    from convert.safetensors_io import write_safetensors
+    from wan.checkpoint.safetensors_io import write_safetensors
 
     path = str(tmp_path / "half.safetensors")
     down = np.ones((2, 24), np.float32)

@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from convert import CheckpointError, open_checkpoint
-from convert import base as convert_base
-from convert.dtypes import bf16_bits_to_float32, cast_array, float32_to_bf16_bits
+from wan.checkpoint import CheckpointError, open_checkpoint
+from wan.checkpoint import base as checkpoint_base
+from wan.checkpoint.dtypes import bf16_bits_to_float32, cast_array, float32_to_bf16_bits
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoint")
 EXPECTED_PTH = dict(np.load(os.path.join(FIX, "expected_pth.npz")))
@@ -64,13 +64,13 @@ def test_pth_nested_dicts_and_parameters():
 
 def test_pth_rows_read_only_the_requested_bytes(monkeypatch):
     sizes = []
-    real = convert_base.read_exact
+    real = checkpoint_base.read_exact
 
     def spy(fd, offset, nbytes, path, what):
         sizes.append(nbytes)
         return real(fd, offset, nbytes, path, what)
 
-    monkeypatch.setattr("convert.pth.read_exact", spy)
+    monkeypatch.setattr("wan.checkpoint.pth.read_exact", spy)
     with open_checkpoint(os.path.join(FIX, "plain_fp32.pth")) as ckpt:
         ckpt.read("base", rows=slice(4, 6))
     assert sizes == [2 * 5 * 4]

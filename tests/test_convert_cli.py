@@ -9,8 +9,8 @@ import pytest
 from mindspore import nn
 
 import convert.cli as cli
-from convert import CheckpointError, get_keymap, load_into_cell, open_checkpoint
-from convert.layout import MANIFEST, weights_path
+from wan.checkpoint import CheckpointError, get_keymap, load_into_cell, open_checkpoint
+from wan.checkpoint.layout import MANIFEST, weights_path
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoint")
 TI2V = os.path.join(FIX, "ti2v_tiny")

@@ -75,7 +75,7 @@ def _write_lora(folder, ckpt, rank=2, seed=0):
     """A Lightning-layout LoRA for the tiny experts: diffusion_model.<param>.lora_down/up.weight (+ alpha)."""
     from safetensors.numpy import save_file
 
-    from convert import open_checkpoint
+    from wan.checkpoint import open_checkpoint
 
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)

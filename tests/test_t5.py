@@ -1,6 +1,7 @@
 """UMT5 text encoder and tokenizer: parity with the official PyTorch code (fixtures from make_t5_fixtures.py)."""
 import filecmp
 import os
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -11,7 +12,9 @@ from conftest import FIXTURES
 from wan.modules import t5 as t5_mod
 from wan.modules.t5 import T5Encoder, T5EncoderModel, relative_position_bucket
 from wan.modules.tokenizers import HuggingfaceTokenizer
-from wan.utils.tiny_assets import TINY_TOKENIZER_MIN_VOCAB, make_tiny_tokenizer
+
+sys.path.insert(0, FIXTURES)
+from tiny_tokenizer import TINY_TOKENIZER_MIN_VOCAB, make_tiny_tokenizer  # noqa: E402
 
 FIX = os.path.join(FIXTURES, "t5")
 TOKENIZER_DIR = os.path.join(FIX, "tokenizer")
@@ -27,7 +30,7 @@ def _texts(arr):
 
 def _load_with_reader(cell, path):
     """Copy every tensor of the checkpoint into the parameter of the same name; the key sets must be equal."""
-    from convert import open_checkpoint
+    from wan.checkpoint import open_checkpoint
 
     reader = open_checkpoint(path)
     params = dict(cell.parameters_and_names())
@@ -54,7 +57,7 @@ def test_relative_position_bucket_matches_official_for_every_distance():
 # ----------------------------------------------------------------------------------------------------- encoder
 
 def test_parameter_names_are_the_official_checkpoint_keys():
-    from convert import open_checkpoint
+    from wan.checkpoint import open_checkpoint
 
     model = T5Encoder(**TINY)
     names = sorted(n for n, _ in model.parameters_and_names())

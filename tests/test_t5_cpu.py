@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from conftest import ROOT
-from wan.acc.t5_cpu import CpuTextEncoder
+from wan.placement.t5_cpu import CpuTextEncoder
 from wan.modules.t5 import T5EncoderModel
 from wan.pipeline import infer_t5_config
 

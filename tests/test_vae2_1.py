@@ -100,11 +100,11 @@ def test_loaded_wrapper_has_no_uninitialised_parameter(vae):
 
 def test_checkpoint_without_one_parameter_is_refused(ref, tmp_path):
     # With lazy (uninitialised) parameters, a key the file lacks must be an error, not a silent hole.
-    import convert
+    from wan import checkpoint
     from safetensors.numpy import save_file
 
     dropped = "decoder.middle.0.residual.2.weight"
-    with convert.open_checkpoint(TINY_PTH) as reader:
+    with checkpoint.open_checkpoint(TINY_PTH) as reader:
         tensors = {k: np.ascontiguousarray(reader.read(k)) for k in reader.keys() if k != dropped}
     path = str(tmp_path / "partial.safetensors")
     save_file(tensors, path)

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .acc.offload import Offloader
+from .placement.offload import Offloader
 from .configs import TaskConfig
 
 log = logging.getLogger("wan")
@@ -208,9 +208,9 @@ def _resolve(path: str) -> str:
 
 def infer_t5_config(path: str) -> dict:
     """T5Encoder sizes read from the checkpoint's tensor shapes (the official file has no config)."""
-    import convert
+    from wan import checkpoint
 
-    ckpt = convert.open_checkpoint(path)
+    ckpt = checkpoint.open_checkpoint(path)
     keys = set(ckpt.keys())
     vocab, dim = ckpt.shape("token_embedding.weight")
     layers = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
@@ -224,9 +224,9 @@ def infer_t5_config(path: str) -> dict:
 
 def infer_vae_config(path: str, version: str) -> dict:
     """VAE widths read from the checkpoint (the release sizes give the official defaults)."""
-    import convert
+    from wan import checkpoint
 
-    ckpt = convert.open_checkpoint(path)
+    ckpt = checkpoint.open_checkpoint(path)
     config = {"dim": ckpt.shape("encoder.conv1.weight")[0]}
     if version == "2.2":
         config["dec_dim"] = ckpt.shape("decoder.conv1.weight")[0] // 4
@@ -280,7 +280,7 @@ class WanPipeline:
         t5_args = dict(text_len=task.text_len, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
                        config=infer_t5_config(t5_path))
         if t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
-            from .acc.t5_cpu import CpuTextEncoder
+            from .placement.t5_cpu import CpuTextEncoder
             self.text_encoder = CpuTextEncoder(**t5_args)
         else:
             self.text_encoder = T5EncoderModel(**t5_args, dtype=None, shard=self.parallel.t5_shard,
@@ -309,7 +309,7 @@ class WanPipeline:
             if on_ascend:  # the official pipeline computes under bf16 autocast whatever the storage dtype
                 model.set_compute_dtype(getattr(ms, task.param_dtype))
             if role in lora_files:
-                from convert.lora import merge_lora
+                from wan.checkpoint.lora import merge_lora
                 merge_lora(model, lora_files[role], scale=lora_scale, shard=self.parallel.dit_shard)
                 log.info("merged LoRA %s into %s", lora_files[role], role)
             if self.parallel.prepare_dit is not None:

@@ -22,7 +22,7 @@ def main(out_dir):
 
     # One thread per rank: two ranks share the two cores of the test machine.
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU", runtime_num_threads=1)
-    from convert import load_into_cell
+    from wan.checkpoint import load_into_cell
     from wan.distributed import (Communicator, apply_ulysses, apply_zero3, init_process_group, parameter_bytes,
                                  setup_rank_logging)
     from wan.modules import kernels

@@ -1,1 +1,4 @@
-"""Step-level accelerations and memory policies (offload).\n\nImported by the pipeline; nothing here runs at import time.\n"""
+"""Step-level accelerations: the step cache, batched / parallel classifier-free guidance.
+
+Imported by the pipeline; nothing here runs at import time.
+"""

@@ -1,7 +1,7 @@
 """ZeRO3 for inference: every rank keeps 1/N of the rows of each large weight and gathers it just in time.
 
 Flow: build the Cell without initialising (``nn.no_init_parameters``), load it shard-aware
-(``convert.load_into_cell(..., shard=(rank, world))`` keeps only this rank's ``convert.zero3_slice`` rows, so no
+(``checkpoint.load_into_cell(..., shard=(rank, world))`` keeps only this rank's ``checkpoint.zero3_slice`` rows, so no
 rank ever holds the full model), then ``apply_zero3(cell, comm)``:
 
 - every ``kernels.Linear`` whose weight is a row shard gets a ``weight_provider`` that all-gathers the full
@@ -22,7 +22,7 @@ from typing import List, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from convert.sharding import zero3_shard_shape, zero3_slice
+from wan.checkpoint.sharding import zero3_shard_shape, zero3_slice
 
 from ..modules import kernels
 from .comm import Communicator
@@ -108,7 +108,7 @@ def apply_zero3(cell: nn.Cell, comm: Communicator,
     """Make a shard-loaded Cell compute like the unsharded one, gathering weights just in time.
 
     Args:
-        cell: a Cell loaded with ``shard=(comm.rank, comm.size)`` (each weight chosen by ``convert.zero3_slice``
+        cell: a Cell loaded with ``shard=(comm.rank, comm.size)`` (each weight chosen by ``checkpoint.zero3_slice``
             holds only its rows). A Cell loaded whole is accepted too: its weights are cut to this rank's rows
             here (the full copy is freed, but it existed once, so prefer shard-aware loading).
         comm: the ranks that share the weights (all of them).

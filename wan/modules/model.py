@@ -332,7 +332,7 @@ class WanModel(nn.Cell):
             shard: optional (rank, world_size): read only this rank's ZeRO3 rows of each large weight.
             strict: missing, unexpected or mis-shaped keys are errors naming the key.
         """
-        from convert import load_into_cell  # lazy: the checkpoint layer is only needed for loading
+        from wan.checkpoint import load_into_cell  # lazy: the checkpoint layer is only needed for loading
 
         config_path = os.path.join(path, "config.json")
         if not os.path.isfile(config_path):

@@ -330,14 +330,14 @@ class T5EncoderModel:
             which has no bfloat16 arithmetic.
         device: accepted for signature compatibility; MindSpore places tensors by its context, so it must be
             None or the current device target ("cpu", "ascend", "npu", ...).
-        checkpoint_path: ``models_t5_umt5-xxl-enc-bf16.pth`` (or any checkpoint ``convert.open_checkpoint``
+        checkpoint_path: ``models_t5_umt5-xxl-enc-bf16.pth`` (or any checkpoint ``checkpoint.open_checkpoint``
             reads with the same keys). None leaves the weights randomly initialised (tests only).
         tokenizer_path: folder of the tokenizer (``<ckpt_dir>/google/umt5-xxl``).
         shard_fn: optional hook called as ``shard_fn(encoder_cell)`` after loading; it returns the Cell to use
             (e.g. ZeRO3-wrapped). The multi-device layer plugs in here.
         config: T5Encoder constructor overrides (tiny test models); default the umt5-xxl sizes.
         strict: missing, unexpected or mis-shaped checkpoint keys are errors.
-        shard: optional (rank, world_size) passed to ``convert.load_into_cell``: each large weight is read as
+        shard: optional (rank, world_size) passed to ``checkpoint.load_into_cell``: each large weight is read as
             only this rank's ZeRO3 rows (for a ``shard_fn`` that gathers them).
     """
 
@@ -376,7 +376,7 @@ class T5EncoderModel:
 
         cfg = umt5_xxl_config(**(config or {}))
         if checkpoint_path is not None:
-            from convert import load_into_cell  # lazy: the checkpoint layer is only needed for loading
+            from wan.checkpoint import load_into_cell  # lazy: the checkpoint layer is only needed for loading
 
             with nn.no_init_parameters():
                 model = T5Encoder(**cfg, dtype=dtype)

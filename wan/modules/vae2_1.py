@@ -691,9 +691,9 @@ def read_vae_checkpoint_layout(path, required: Sequence[str], file_hint: str) ->
     Raises FileNotFoundError for a missing file, ValueError when a required key is absent (``file_hint`` says
     which file to pass instead).
     """
-    import convert  # the checkpoint layer (numpy only)
+    from wan import checkpoint  # the checkpoint layer (numpy only)
 
-    with convert.open_checkpoint(path) as reader:
+    with checkpoint.open_checkpoint(path) as reader:
         keys = list(reader.keys())
         if any(k not in keys for k in required):
             raise ValueError(f"{path} is not a Wan VAE checkpoint: expected keys "
@@ -713,7 +713,7 @@ class VideoVAE:
         z_dim: latent channels; must equal the number of latent statistics.
         vae_pth: checkpoint path (official ``.pth`` or a converted file). None keeps the random init (tests,
             benches). With a path the network is built without initialising its parameters and every parameter
-            must come from the file (a missing key raises ``convert.CheckpointError``, a ValueError).
+            must come from the file (a missing key raises ``checkpoint.CheckpointError``, a ValueError).
         dtype: compute/parameter dtype (float32 on CPU; bfloat16/float16 on Ascend). Outputs are float32.
         model_config: overrides of ``CONFIG`` (tiny test models); the releases need none.
     """
@@ -745,13 +745,13 @@ class VideoVAE:
         if vae_pth is None:
             self.model = self.MODEL(z_dim=z_dim, dtype=dtype, **config)
         else:
-            import convert
+            from wan import checkpoint
 
             # Random init of the full-size network takes seconds and would be overwritten; the strict load
             # below raises for any parameter the file lacks, so none is left uninitialised.
             with nn.no_init_parameters():
                 self.model = self.MODEL(z_dim=z_dim, dtype=dtype, **config)
-            convert.load_into_cell(self.model, vae_pth, network=self.NETWORK, strict=True)
+            checkpoint.load_into_cell(self.model, vae_pth, network=self.NETWORK, strict=True)
         self.model.set_train(False)
         self.mean = Tensor(np.array(self.LATENT_MEAN, np.float32))
         self.std = Tensor(np.array(self.LATENT_STD, np.float32))

@@ -55,7 +55,7 @@ class KeyMap:
                 continue
             if ours in mapped:
                 raise ValueError(f"{source}: keys {mapped[ours]!r} and {key!r} both map to parameter {ours!r} "
-                                 f"in the {self.network} key map; fix convert/keymaps.py")
+                                 f"in the {self.network} key map; fix wan/checkpoint/keymaps.py")
             mapped[ours] = key
         return mapped
 
