@@ -271,6 +271,8 @@ def main(argv=None) -> int:
         log.info(args.tiny_note)
     if args.base_seed < 0:
         args.base_seed = random.randint(0, 2 ** 31 - 1)
+    if world_size > 1:  # every rank must use rank 0's seed, or the Ulysses shards of the noise disagree
+        args.base_seed = parallel.share(args.base_seed)
     task = args.task_config
     dit_dtype = getattr(ms, task.param_dtype) if args.convert_model_dtype else ms.float32
     log.info("task %s, size %s, %d frames, %s x %d steps, shift %s, guide %s, seed %d", task.name, args.size,

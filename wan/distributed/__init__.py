@@ -83,6 +83,16 @@ class ParallelSetup:
         return dict(dit_shard=self.dit_shard, t5_shard=self.t5_shard, prepare_dit=self.prepare_dit,
                     prepare_t5=self.prepare_t5, sequence_multiple=self.sequence_multiple, is_main=self.is_main)
 
+    def share(self, value):
+        """Rank 0's ``value`` (JSON-serialisable: seeds, prompts) on every rank; itself in a single process.
+
+        Anything drawn at random or produced by one rank (the seed, an extended prompt) must go through here,
+        or the ranks' noise shards / text conditions silently disagree.
+        """
+        if self.world_comm is None:
+            return value
+        return self.world_comm.broadcast_json(value, root=0)
+
     def barrier(self) -> None:
         if self.world_comm is not None:
             self.world_comm.barrier()

@@ -6,9 +6,11 @@ matters for the CPU tests). The choice is made once per ``Communicator``.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import numpy as np
 import mindspore as ms
 from mindspore import Tensor, ops
 
@@ -121,6 +123,30 @@ class Communicator:
         everyone = ops.split(self._gather_raw(x, 0), x.shape[0], 0)  # size tensors shaped like x
         mine = [ops.split(t, t.shape[split_dim] // self.size, split_dim)[self.rank] for t in everyone]
         return ops.cat(mine, concat_dim)
+
+    def broadcast(self, x: Tensor, root: int = 0) -> Tensor:
+        """``root``'s ``x`` on every rank (same shape and dtype on every rank)."""
+        if self.size == 1:
+            return x
+        self.stats.add("broadcast", _nbytes(x) if self.rank != root else 0)
+        return self._op(("broadcast", root), lambda: ops.Broadcast(root, group=self.group))((x,))[0]
+
+    def broadcast_json(self, value, root: int = 0):
+        """``root``'s JSON-serialisable ``value`` (seed, prompt strings...) on every rank.
+
+        Two broadcasts: the byte length, then the UTF-8 bytes. JSON, not pickle: nothing received is executed.
+        Every rank must call it; non-root ranks may pass None.
+        """
+        if self.size == 1:
+            return value
+        payload = json.dumps(value).encode("utf-8") if self.rank == root else b""
+        length = int(self.broadcast(Tensor(np.array([len(payload)], np.int32)), root).asnumpy()[0])
+        # int32 per byte: CPU's Broadcast kernel takes float32/int32 only (the payload is a few hundred bytes)
+        buf = np.zeros(max(length, 1), np.int32)
+        if self.rank == root:
+            buf[:length] = np.frombuffer(payload, np.uint8)
+        data = self.broadcast(Tensor(buf), root).asnumpy()[:length].astype(np.uint8)
+        return json.loads(data.tobytes().decode("utf-8"))
 
     def barrier(self) -> None:
         """Block until every rank arrives (a one-element all-reduce, not counted in ``stats``)."""

@@ -16,11 +16,13 @@ __all__ = ["setup_rank_logging", "is_main_rank", "run_guarded"]
 _FORMAT = "[%(asctime)s] [rank {rank}/{world}] %(levelname)s %(name)s: %(message)s"
 
 
-def setup_rank_logging(rank: int, world: int, level: int = logging.INFO, stream=None) -> None:
+def setup_rank_logging(rank: int, world: int, level: int = logging.INFO, stream=None,
+                       other_level: int = logging.WARNING) -> None:
     """Configure the root logger for this rank: records tagged ``[rank r/N]`` to ``stream`` (default stdout).
 
-    Rank 0 logs at ``level``; other ranks too (to their own worker log), so a failure on any rank is explained
-    where it happened. Call once, early in the entry point (never at import).
+    Rank 0 logs at ``level``; the other ranks at ``other_level`` (warnings and errors), so N ranks do not print
+    N copies of every progress line, while a problem on any rank is still explained where it happened.
+    Call once, early in the entry point (never at import).
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.setFormatter(logging.Formatter(_FORMAT.format(rank=rank, world=world), "%H:%M:%S"))
@@ -28,7 +30,7 @@ def setup_rank_logging(rank: int, world: int, level: int = logging.INFO, stream=
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level if is_main_rank(rank) else max(level, other_level))
 
 
 def is_main_rank(rank: int) -> bool:
