@@ -63,7 +63,11 @@ def resize_bicubic(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     h, w = size
     rows = _bicubic_matrix(x.shape[1], h)
     cols = _bicubic_matrix(x.shape[2], w)
-    return np.einsum("hH,cHW,wW->chw", rows, x.astype(np.float64), cols).astype(np.float32)
+    # Separable: columns first, then rows, as two matrix products: O(C*H*W*w + C*H*w*h). The single
+    # three-operand einsum this replaces was evaluated without contraction order, O(C*h*H*W*w): about an
+    # hour for a 1104x832 photo at 1280*720.
+    along_w = np.matmul(x.astype(np.float64), cols.T)      # [C, H, w]
+    return np.matmul(rows, along_w).astype(np.float32)     # [C, h, w]
 
 
 def resize_center_crop(img, width: int, height: int):
