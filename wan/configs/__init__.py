@@ -13,12 +13,6 @@ SAMPLE_NEG_PROMPT = ("色调艳丽，过曝，静态，细节模糊不清，字�
                      "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
                      "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
 
-SIZE_CONFIGS: Dict[str, Tuple[int, int]] = {
-    "720*1280": (720, 1280), "1280*720": (1280, 720), "480*832": (480, 832), "832*480": (832, 480),
-    "704*1280": (704, 1280), "1280*704": (1280, 704), "1024*704": (1024, 704), "704*1024": (704, 1024),
-}
-MAX_AREA_CONFIGS: Dict[str, int] = {k: w * h for k, (w, h) in SIZE_CONFIGS.items()}
-
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -41,14 +35,12 @@ class TaskConfig:
     high_noise_checkpoint: Optional[str] = None
     needs_image: bool = False                # i2v: --image is required; ti2v: optional
     accepts_image: bool = False
-    size_is_area: bool = False               # with an image, --size is an area and the aspect follows the image
     t5_checkpoint: str = "models_t5_umt5-xxl-enc-bf16.pth"
     t5_tokenizer: str = "google/umt5-xxl"
     text_len: int = 512
     num_train_timesteps: int = 1000
     patch_size: Tuple[int, int, int] = (1, 2, 2)
     param_dtype: str = "bfloat16"
-    t5_dtype: str = "bfloat16"
     sample_neg_prompt: str = SAMPLE_NEG_PROMPT
 
     def __post_init__(self):
@@ -81,12 +73,11 @@ TASKS: Dict[str, TaskConfig] = {
         name="i2v-A14B", kind="i2v", vae_version="2.1", vae_checkpoint="Wan2.1_VAE.pth", vae_stride=(4, 8, 8),
         z_dim=16, supported_sizes=_A14B_SIZES, default_size="1280*720", sample_shift=5.0, sample_steps=40,
         sample_guide_scale=(3.5, 3.5), boundary=0.900, low_noise_checkpoint="low_noise_model",
-        high_noise_checkpoint="high_noise_model", needs_image=True, accepts_image=True, size_is_area=True),
+        high_noise_checkpoint="high_noise_model", needs_image=True, accepts_image=True),
     "ti2v-5B": TaskConfig(
         name="ti2v-5B", kind="ti2v", vae_version="2.2", vae_checkpoint="Wan2.2_VAE.pth", vae_stride=(4, 16, 16),
         z_dim=48, supported_sizes=("704*1280", "1280*704"), default_size="1280*704", sample_shift=5.0,
-        sample_steps=50, sample_guide_scale=(5.0, 5.0), frame_num=121, sample_fps=24, accepts_image=True,
-        size_is_area=True),
+        sample_steps=50, sample_guide_scale=(5.0, 5.0), frame_num=121, sample_fps=24, accepts_image=True),
 }
 
 
@@ -96,5 +87,5 @@ def get_task(name: str) -> TaskConfig:
     return TASKS[name]
 
 
-__all__ = ["TaskConfig", "TASKS", "get_task", "SIZE_CONFIGS", "MAX_AREA_CONFIGS", "LIGHTNING_DEFAULTS",
+__all__ = ["TaskConfig", "TASKS", "get_task", "LIGHTNING_DEFAULTS",
            "SAMPLE_NEG_PROMPT"]
