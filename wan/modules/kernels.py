@@ -44,11 +44,23 @@ def set_backend(name: Optional[str]) -> None:
     _backend = name
 
 
-def rotate_pairs(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+def rotation_tables(cos: np.ndarray, sin: np.ndarray):
+    """The form ``rotate_pairs`` wants its cos/sin in, made once per forward (not once per block).
+
+    cos, sin: float64 numpy [B|1, L, 1, D // 2]. Reference backend: returned as is (rotation in float64 on the
+    host). Ascend: float32 device Tensors, uploaded here once, so the block loop does no host transfer.
+    """
+    if backend() == "reference":
+        return cos, sin
+    return Tensor(np.ascontiguousarray(cos, np.float32)), Tensor(np.ascontiguousarray(sin, np.float32))
+
+
+def rotate_pairs(x: Tensor, cos, sin) -> Tensor:
     """Rotary embedding: rotate consecutive channel pairs (x[2i], x[2i+1]) of x by angles given as cos/sin.
 
     Args:
-        x: [B, L, N, D]; cos, sin: float64 numpy [B, L, 1, D // 2] (broadcast over heads).
+        x: [B, L, N, D]; cos, sin: [B|1, L, 1, D // 2] (broadcast over heads), float64 numpy or, from
+            ``rotation_tables`` on Ascend, float32 Tensors.
     Returns:
         float32 [B, L, N, D].
 
@@ -57,11 +69,14 @@ def rotate_pairs(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
     """
     b, l, n, d = x.shape
     if backend() == "reference":
+        cos = cos.asnumpy() if isinstance(cos, Tensor) else cos
+        sin = sin.asnumpy() if isinstance(sin, Tensor) else sin
         pairs = x.asnumpy().astype(np.float64).reshape(b, l, n, d // 2, 2)
         real, imag = pairs[..., 0], pairs[..., 1]
         out = np.stack([real * cos - imag * sin, real * sin + imag * cos], axis=-1)
         return Tensor(out.reshape(b, l, n, d).astype(np.float32))
-    c, s = Tensor(cos, ms.float32), Tensor(sin, ms.float32)
+    c = cos if isinstance(cos, Tensor) else Tensor(cos, ms.float32)
+    s = sin if isinstance(sin, Tensor) else Tensor(sin, ms.float32)
     real, imag = ops.unstack(x.astype(ms.float32).reshape(b, l, n, d // 2, 2), -1)
     return ops.stack([real * c - imag * s, real * s + imag * c], -1).reshape(b, l, n, d)
 

@@ -120,13 +120,37 @@ LOCAL_PLAN = SequencePlan()
 
 @dataclass
 class _Step:
-    """Per-forward values the blocks share (computed once in ``WanModel.construct``)."""
-    e0: Tensor           # [B, L or 1, 6, dim] float32 modulation input
+    """Per-forward values the blocks share (computed once in ``WanModel.construct``).
+
+    ``segments`` is the seam for models whose modulation changes along the sequence in contiguous runs (S2V: the
+    noisy tokens take the timestep, the reference and motion tokens timestep 0): row i of ``e0`` then applies to
+    the local tokens [segments[i][0], segments[i][1]). None: ``e0`` broadcasts (or is per token) as usual.
+    """
+    e0: Tensor           # [B, L or 1, 6, dim] float32 modulation input ([B, S, 6, dim] with segments)
     seq_lens: np.ndarray  # [B] valid tokens per sample (keys past it are masked in self-attention)
-    rope_cos: np.ndarray  # float64 [B, L_local, 1, head_dim // 2]
-    rope_sin: np.ndarray
+    rope_cos: object     # [B|1, L_local, 1, head_dim // 2]: float64 numpy (reference) or float32 Tensor (Ascend)
+    rope_sin: object
     context: Tensor      # [B, text_len, dim]
     plan: SequencePlan
+    segments: Optional[Tuple[Tuple[int, int], ...]] = None
+
+    def modulate(self, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+        """x [B, L, C] * (1 + scale) + shift, with shift/scale [B, L|1, C] (or [B, S, C] per segment)."""
+        if self.segments is None:
+            return x * (1 + scale) + shift
+        return _per_segment(x, self.segments, lambda u, i: u * (1 + scale[:, i:i + 1]) + shift[:, i:i + 1])
+
+    def gate(self, y: Tensor, gate: Tensor) -> Tensor:
+        """y [B, L, C] * gate, with gate [B, L|1, C] (or [B, S, C] per segment)."""
+        if self.segments is None:
+            return y * gate
+        return _per_segment(y, self.segments, lambda u, i: u * gate[:, i:i + 1])
+
+
+def _per_segment(x: Tensor, segments, fn) -> Tensor:
+    """Apply fn(x[:, a:b], i) to each non-empty run (a, b) = segments[i] and concatenate along the sequence."""
+    parts = [fn(x[:, a:b], i) for i, (a, b) in enumerate(segments) if b > a]
+    return parts[0] if len(parts) == 1 else ops.cat(parts, 1)
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -214,14 +238,14 @@ class WanAttentionBlock(nn.Cell):
         mod = self.modulation.astype(ms.float32)[:, None] + step.e0  # [B, L|1, 6, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = [mod[:, :, i] for i in range(6)]
 
-        y = self.self_attn(self.norm1(x).astype(ms.float32) * (1 + scale1) + shift1, step)
-        x = x + y.astype(ms.float32) * gate1
+        y = self.self_attn(step.modulate(self.norm1(x).astype(ms.float32), shift1, scale1), step)
+        x = x + step.gate(y.astype(ms.float32), gate1)
 
         h = x if self.norm3 is None else self.norm3(x)
         x = x + self.cross_attn(h, step.context).astype(x.dtype)
 
-        y = self.ffn(self.norm2(x).astype(ms.float32) * (1 + scale2) + shift2)
-        return x + y.astype(ms.float32) * gate2
+        y = self.ffn(step.modulate(self.norm2(x).astype(ms.float32), shift2, scale2))
+        return x + step.gate(y.astype(ms.float32), gate2)
 
 
 class Head(nn.Cell):
@@ -249,12 +273,15 @@ class WanModel(nn.Cell):
     Constructor arguments and call semantics follow the official ``WanModel``.
     """
 
+    MODEL_TYPES = MODEL_TYPES  # a subclass (the S2V model) widens this
+    NETWORK = "dit"  # key map used by from_pretrained (wan/checkpoint/keymaps.py)
+
     def __init__(self, model_type: str = "t2v", patch_size=(1, 2, 2), text_len: int = 512, in_dim: int = 16,
                  dim: int = 2048, ffn_dim: int = 8192, freq_dim: int = 256, text_dim: int = 4096,
                  out_dim: int = 16, num_heads: int = 16, num_layers: int = 32, window_size=(-1, -1),
                  qk_norm: bool = True, cross_attn_norm: bool = True, eps: float = 1e-6, dtype=ms.float32):
         super().__init__()
-        _check_config(model_type=model_type, patch_size=patch_size, dim=dim, num_heads=num_heads,
+        _check_config(self.MODEL_TYPES, model_type=model_type, patch_size=patch_size, dim=dim, num_heads=num_heads,
                       freq_dim=freq_dim, window_size=window_size)
         self.model_type = model_type
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -341,7 +368,7 @@ class WanModel(nn.Cell):
         config = cls.config_from_file(config_path)
         with nn.no_init_parameters():
             model = cls(**config, dtype=dtype)
-        load_into_cell(model, path, network="dit", strict=strict, shard=shard)
+        load_into_cell(model, path, network=cls.NETWORK, strict=strict, shard=shard)
         model.set_train(False)
         return model
 
@@ -381,14 +408,9 @@ class WanModel(nn.Cell):
             t_np = np.pad(t_np, ((0, 0), (0, padded_len - t_np.shape[1])), mode="edge")
         else:
             t_np = t_np.reshape(-1, 1)
-        bt, lt = t_np.shape
-        sincos = Tensor(sinusoidal_embedding_1d(self.freq_dim, t_np.reshape(-1)).astype(np.float32))
-        e = self.time_embedding(sincos).reshape(bt, lt, self.dim)  # [B, L|1, dim]
-        e0 = self.time_projection(e).reshape(bt, lt, 6, self.dim)
-
-        # Text: zero-pad to text_len, then embed (the padded rows take part in cross-attention, as official).
-        ctx = ops.stack([_pad_rows(u[None], self.text_len)[0] for u in context]).astype(self.dtype)
-        ctx = self.text_embedding(ctx)
+        lt = t_np.shape[1]
+        e, e0 = self.embed_time(t_np)  # [B, L|1, dim], [B, L|1, 6, dim]
+        ctx = self.embed_text(context)
 
         # Every denoising step calls the model twice (cond / uncond) on the same grid: build the tables once.
         key = (tuple(grid_sizes), padded_len)
@@ -396,14 +418,35 @@ class WanModel(nn.Cell):
             self._rope_cache = (key, rope_tables(grid_sizes, padded_len, self.freqs, self.dim // self.num_heads))
         cos, sin = self._rope_cache[1]
         start, stop = plan.shard_range(padded_len)
-        step = _Step(e0=plan.split(e0) if lt > 1 else e0, seq_lens=seq_lens,
-                     rope_cos=cos[:, start:stop], rope_sin=sin[:, start:stop], context=ctx, plan=plan)
+        cos, sin = kernels.rotation_tables(cos[:, start:stop], sin[:, start:stop])  # one upload per forward
+        step = _Step(e0=plan.split(e0) if lt > 1 else e0, seq_lens=seq_lens, rope_cos=cos, rope_sin=sin,
+                     context=ctx, plan=plan)
         x = plan.split(x)
         for block in self.blocks:
             x = block(x, step)
         x = self.head(x, plan.split(e) if lt > 1 else e)
         x = plan.gather(x)
         return self.unpatchify(x, grid_sizes)
+
+    def embed_time(self, t_np: np.ndarray) -> Tuple[Tensor, Tensor]:
+        """Timesteps float [B, Lt] -> e [B, Lt, dim], e0 [B, Lt, 6, dim], float32 (the official autocast island).
+
+        Lt is 1 for a timestep shared by all tokens (broadcast later), the padded length for per-token timesteps,
+        or one entry per token segment (S2V).
+        """
+        bt, lt = t_np.shape
+        sincos = Tensor(sinusoidal_embedding_1d(self.freq_dim, t_np.reshape(-1)).astype(np.float32))
+        e = self.time_embedding(sincos).reshape(bt, lt, self.dim)
+        e0 = self.time_projection(e).reshape(bt, lt, 6, self.dim)
+        return e, e0
+
+    def embed_text(self, context: Sequence[Tensor]) -> Tensor:
+        """B text embeddings [L_i <= text_len, text_dim] -> [B, text_len, dim].
+
+        Zero-padded to text_len before the embedding: the padded rows take part in cross-attention, as official.
+        """
+        ctx = ops.stack([_pad_rows(u[None], self.text_len)[0] for u in context]).astype(self.dtype)
+        return self.text_embedding(ctx)
 
     def unpatchify(self, x: Tensor, grid_sizes: Sequence[Tuple[int, int, int]]) -> List[Tensor]:
         """x: [B, L, pt*ph*pw*C] with channels ordered (pt, ph, pw, C), C fastest -> B tensors [C, F, H, W]."""
@@ -446,9 +489,9 @@ class WanModel(nn.Cell):
             raise ValueError(f"t has shape {t_shape}; expected [{len(x)}] or per token [{len(x)}, {seq_len}]")
 
 
-def _check_config(model_type, patch_size, dim, num_heads, freq_dim, window_size):
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type {model_type!r} is not supported; expected one of {MODEL_TYPES}")
+def _check_config(model_types, model_type, patch_size, dim, num_heads, freq_dim, window_size):
+    if model_type not in model_types:
+        raise ValueError(f"model_type {model_type!r} is not supported; expected one of {model_types}")
     if len(tuple(patch_size)) != 3:
         raise ValueError(f"patch_size {patch_size!r} must have 3 entries (t, h, w)")
     if num_heads <= 0 or dim % num_heads != 0:
