@@ -140,3 +140,164 @@ def test_rope_positions_follow_the_official_layout():
     assert row[96:102].tolist() == [0, 0, 0, 3, 3, 3] and col[96:102].tolist() == [0, 2, 5, 0, 2, 5]
     assert time[102:106].tolist() == [-19, -14, -9, -4] and row[102:106].tolist() == [0] * 4
     assert (pos[106:] == 0).all()  # padding rows: identity rotation
+
+
+# ------------------------------------------------------------------------------------ seams (sequence layout)
+
+def test_sequence_padding_seam_leaves_the_result_unchanged(data):
+    """A plan that pads the sequence (as Ulysses does to a multiple of its ranks): the padded rows are masked
+    keys with identity rope in the zero-timestep segment, so the output is the official one."""
+    from wan.modules.model import SequencePlan
+
+    class Padding(SequencePlan):
+        def pad_multiple(self):
+            return 7  # 528 tokens -> 532
+
+    inputs, expected = data
+    model = WanModel_S2V.from_pretrained(os.path.join(FOLDER, "fp32"))
+    model.plan = Padding()
+    _assert_close(_call(model, inputs, CASES["later_clip"]), expected["fp32/later_clip"])
+
+
+def test_audio_injection_on_shards_equals_the_whole_sequence(fp32_model):
+    """Each device injects audio into its own rows: two shards split inside a frame give the whole result."""
+    rng = np.random.default_rng(0)
+    frames, frame_tokens, extra, dim = 3, 96, 40, 32
+    x = Tensor(rng.standard_normal((1, frames * frame_tokens + extra, dim)).astype(np.float32))
+    local = Tensor(rng.standard_normal((1, frames, 5, dim)).astype(np.float32))
+    glob = Tensor(rng.standard_normal((1, frames, 1, dim)).astype(np.float32))
+    injector = fp32_model.audio_injector
+    whole = injector.inject(1, x, local, glob, 0, frames * frame_tokens, frame_tokens).asnumpy()
+    cut = 150  # inside frame 1
+    a = injector.inject(1, x[:, :cut], local, glob, 0, frames * frame_tokens, frame_tokens).asnumpy()
+    b = injector.inject(1, x[:, cut:], local, glob, cut, frames * frame_tokens, frame_tokens).asnumpy()
+    np.testing.assert_allclose(np.concatenate([a, b], 1), whole, rtol=1e-5, atol=1e-5)
+    assert np.abs(whole - x.asnumpy())[:, :frames * frame_tokens].max() > 1e-2  # the injection did something
+    np.testing.assert_array_equal(whole[:, frames * frame_tokens:], x.asnumpy()[:, frames * frame_tokens:])
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def _write_folder(tmp_path, drop=(), add=None):
+    """A copy of the fp32 fixture as one safetensors file, with keys dropped or added."""
+    from safetensors.numpy import load_file, save_file
+
+    src = os.path.join(FOLDER, "fp32")
+    state = {}
+    for name in sorted(os.listdir(src)):
+        if name.endswith(".safetensors"):
+            state.update(load_file(os.path.join(src, name)))
+    for key in drop:
+        del state[key]
+    state.update(add or {})
+    save_file(state, str(tmp_path / "diffusion_pytorch_model.safetensors"))
+    with open(os.path.join(src, "config.json")) as f:
+        (tmp_path / "config.json").write_text(f.read())
+    return str(tmp_path)
+
+
+def test_released_key_groups_are_all_present():
+    with open(os.path.join(FOLDER, "fp32", "diffusion_pytorch_model.safetensors.index.json")) as f:
+        keys = set(json.load(f)["weight_map"])
+    model = WanModel_S2V.from_pretrained(os.path.join(FOLDER, "fp32"))
+    ours = {n for n, _ in model.parameters_and_names()}
+    assert ours == keys
+    for prefix in ("casual_audio_encoder.", "audio_injector.injector.", "audio_injector.injector_adain_layers.",
+                   "frame_packer.proj_4x.", "cond_encoder.", "trainable_cond_mask."):
+        assert any(k.startswith(prefix) for k in keys), prefix
+
+
+@pytest.mark.parametrize("kind", ["missing", "extra"])
+def test_missing_or_extra_key_fails_naming_it(tmp_path, kind):
+    if kind == "missing":
+        folder, key = _write_folder(tmp_path, drop=["audio_injector.injector_adain_layers.1.linear.weight"]), \
+            "audio_injector.injector_adain_layers.1.linear.weight"
+        what = "missing from the checkpoint"
+    else:
+        key = "motioner.patch_embedding.weight"  # e.g. a checkpoint trained with the transformer motioner
+        folder = _write_folder(tmp_path, add={key: np.zeros((4, 4), np.float32)})
+        what = "unexpected checkpoint key"
+    with pytest.raises(CheckpointError, match=what) as info:
+        WanModel_S2V.from_pretrained(folder)
+    assert key in str(info.value)
+
+
+def test_full_size_names_and_shapes_equal_the_release():
+    """The released S2V-14B (our constructor defaults), built without allocating weights: exactly the official
+    1260 names and shapes."""
+    import mindspore as ms
+    from mindspore import nn
+
+    with open(os.path.join(FOLDER, "full_manifest.json")) as f:
+        manifest = json.load(f)
+    with nn.no_init_parameters():
+        model = WanModel_S2V(dtype=ms.bfloat16)
+    for key, value in manifest["config"].items():  # the released values are the defaults
+        assert getattr(model, key) == value, key
+    ours = {n: list(p.shape) for n, p in model.parameters_and_names()}
+    assert len(ours) == 1260
+    assert ours == manifest["shapes"]
+
+
+# --------------------------------------------------------------------------------------------- config
+
+def _config(**changes):
+    with open(os.path.join(FOLDER, "fp32", "config.json")) as f:
+        config = json.load(f)
+    config.update(changes)
+    return config
+
+
+def test_config_missing_keys_take_the_official_defaults(tmp_path):
+    config = _config()
+    del config["enable_framepack"]  # the official default is False (the transformer motioner)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = WanModel_S2V.config_from_file(str(tmp_path / "config.json"))
+    assert args["enable_framepack"] is False and args["dim"] == 32
+    with pytest.raises(ValueError, match="only frame packing"):
+        WanModel_S2V(**args)
+
+
+def test_config_unknown_keys_are_ignored_and_other_classes_refused(tmp_path, caplog):
+    (tmp_path / "config.json").write_text(json.dumps(_config(motion_frames=73)))
+    args = WanModel_S2V.config_from_file(str(tmp_path / "config.json"))
+    assert "motion_frames" not in args and "motion_frames" in caplog.text
+    (tmp_path / "config.json").write_text(json.dumps(_config(_class_name="WanModel")))
+    with pytest.raises(ValueError, match="not a WanModel_S2V"):
+        WanModel_S2V.config_from_file(str(tmp_path / "config.json"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(framepack_drop_mode="drop"), "framepack_drop_mode='drop'"),
+    (dict(enable_adain=False), "enable_adain=False"),
+    (dict(cond_dim=0), "cond_dim=0"),
+    (dict(audio_inject_layers=[1], num_layers=12), "substring"),
+    (dict(audio_inject_layers=[0, 5]), "layers past num_layers"),
+])
+def test_unsupported_configs_are_refused(change, message):
+    args = WanModel_S2V.config_from_file(os.path.join(FOLDER, "fp32", "config.json"))
+    with pytest.raises(ValueError, match=message):
+        WanModel_S2V(**{**args, **change})
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_bad_input_is_rejected_before_work(data, fp32_model):
+    inputs, _ = data
+    x, t, ctx = [Tensor(inputs["x"])], Tensor(inputs["t_a"]), [Tensor(inputs["context"])]
+    ref, mot, pose, audio = ([Tensor(inputs["ref"])], [Tensor(inputs["motion"])], [Tensor(inputs["pose"])],
+                             Tensor(inputs["audio"]))
+    with pytest.raises(ValueError, match="encodes to 4 latent frames, but the latent has 3"):
+        fp32_model(x, t, ctx, 0, ref, mot, pose, Tensor(inputs["audio"][..., :1].repeat(16, -1)), MOTION_FRAMES)
+    with pytest.raises(ValueError, match="audio_input is required"):
+        fp32_model(x, t, ctx, 0, ref, mot, pose, None, MOTION_FRAMES)
+    with pytest.raises(ValueError, match=r"cond_states\[0\] has shape \(16, 3, 16, 24\)"):
+        fp32_model(x, t, ctx, 0, ref, mot, x, audio, MOTION_FRAMES)
+    with pytest.raises(ValueError, match="t has shape"):
+        fp32_model(x, Tensor(np.zeros((2,), np.float32)), ctx, 0, ref, mot, pose, audio, MOTION_FRAMES)
+    with pytest.raises(ValueError, match="add_last_motion=3"):
+        fp32_model(x, t, ctx, 0, ref, mot, pose, audio, MOTION_FRAMES, 3)
+    with pytest.raises(ValueError, match="ref_latents"):
+        fp32_model(x, t, ctx, 0, mot, mot, pose, audio, MOTION_FRAMES)
+    with pytest.raises(ValueError, match="audio_input has shape"):
+        fp32_model(x, t, ctx, 0, ref, mot, pose, audio[:, :24], MOTION_FRAMES)
