@@ -28,6 +28,7 @@ CASES = {  # mirrors make_s2v_model_fixtures.CASES
     "last_motion_1": dict(pose="pose", motion="motion", drop=False, last=1, t="t_b"),
     "last_motion_0": dict(pose="pose", motion="motion", drop=False, last=0, t="t_b"),
     "short_motion": dict(pose="pose", motion="short_motion", drop=False, last=2, t="t_a"),
+    "no_motion_latents": dict(pose="pose", motion="empty_motion", drop=False, last=2, t="t_a"),
     "zero_audio": dict(pose="pose", motion="motion", drop=False, last=2, t="t_a", audio_scale=0.0),
 }
 

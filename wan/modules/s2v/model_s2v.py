@@ -104,6 +104,11 @@ def _as_list(value, name: str) -> List[Tensor]:
     raise ValueError(f"{name} must be a non-empty list of tensors (or one batched tensor), got {type(value)}")
 
 
+def _timesteps(t) -> np.ndarray:
+    """t as a Tensor, numpy array or list -> float64 numpy."""
+    return (t.asnumpy() if isinstance(t, Tensor) else np.asarray(t)).astype(np.float64)
+
+
 def _flat(p: Tensor) -> Tensor:
     """[B, dim, f, h, w] -> [B, f*h*w, dim]."""
     return p.reshape(p.shape[0], p.shape[1], -1).transpose(0, 2, 1)
@@ -245,11 +250,11 @@ class WanModel_S2V(WanModel):
                            add_last_motion)
         plan = self.plan
         bsz = len(x)
-        pt, ph, pw = self.patch_size
 
         # Audio: the first frame repeated over the motion frames in front, encoded, the motion part dropped.
         audio = audio_input.astype(ms.float32)
-        audio = ops.cat([ops.tile(audio[..., :1], (1, 1, 1, motion_frames[0])), audio], -1)
+        if motion_frames[0] > 0:
+            audio = ops.cat([ops.tile(audio[..., :1], (1, 1, 1, motion_frames[0])), audio], -1)
         audio_global, audio_local = self.casual_audio_encoder(audio)
         audio_global = audio_global[:, motion_frames[1]:]  # [B, F, 1, dim]
         audio_local = audio_local[:, motion_frames[1]:]  # [B, F, num_audio_token + 1, dim]
@@ -267,7 +272,7 @@ class WanModel_S2V(WanModel):
         if not drop_motion_frames:
             parts.append(ops.cat([self.frame_packer(m, add_last_motion) for m in motion_latents], 0))
             grids += self.frame_packer.grids(int(motion_latents[0].shape[2]), int(motion_latents[0].shape[3]))
-        n_noisy, n_ref = _flat(noisy).shape[1], ref_grid[0] * ref_grid[1] * ref_grid[2]
+        n_noisy, n_ref = grid[0] * grid[1] * grid[2], ref_grid[0] * ref_grid[1] * ref_grid[2]
         tokens = ops.cat(parts, 1).astype(ms.float32)
         length = tokens.shape[1]
         tokens = self.trainable_cond_mask.add(tokens, ((0, n_noisy, TOKEN_NOISY),
@@ -278,7 +283,7 @@ class WanModel_S2V(WanModel):
             tokens = ops.cat([tokens, ops.zeros((bsz, padded_len - length, self.dim), tokens.dtype)], 1)
 
         # Time: the timestep for the noisy tokens, 0 for reference and motion tokens (zero_timestep).
-        t_np = (t.asnumpy() if isinstance(t, Tensor) else np.asarray(t)).astype(np.float64).reshape(bsz, 1)
+        t_np = _timesteps(t).reshape(bsz, 1)
         start, stop = plan.shard_range(padded_len)
         if self.zero_timestep:
             e, e0 = self.embed_time(np.concatenate([t_np, np.zeros_like(t_np)], 1))  # rows: t, 0
@@ -336,8 +341,8 @@ class WanModel_S2V(WanModel):
             if c.ndim != 2 or c.shape[1] != self.text_dim or c.shape[0] > self.text_len:
                 raise ValueError(f"context {i} has shape {tuple(c.shape)}; expected [L <= {self.text_len}, "
                                  f"{self.text_dim}]")
-        if tuple(t.shape) != (b,):
-            raise ValueError(f"t has shape {tuple(t.shape)}; expected [{b}] (one timestep per latent)")
+        if _timesteps(t).shape != (b,):
+            raise ValueError(f"t has shape {_timesteps(t).shape}; expected [{b}] (one timestep per latent)")
         if add_last_motion not in (0, 1, 2):
             raise ValueError(f"add_last_motion={add_last_motion}; expected 0, 1 or 2")
         if len(motion_frames) != 2 or min(motion_frames) < 0:

@@ -80,8 +80,12 @@ class FramePackMotioner(nn.Cell):
         total = sum(self.zip_frame_buckets)
         keep = min(total, frames)
         # The last `total` frames, zero-padded in front when fewer are given.
-        parts = [ops.zeros((c, total - keep, h, w), motion.dtype)] if keep < total else []
-        padded = ops.cat(parts + [motion[:, frames - keep:]], 1) if parts else motion[:, frames - keep:]
+        if keep == 0:
+            padded = ops.zeros((c, total, h, w), motion.dtype)
+        elif keep < total:
+            padded = ops.cat([ops.zeros((c, total - keep, h, w), motion.dtype), motion[:, frames - keep:]], 1)
+        else:
+            padded = motion[:, frames - keep:]
         if add_last_motion < 2:
             zeroed = sum(self.zip_frame_buckets[:len(self.zip_frame_buckets) - add_last_motion - 1])
             padded = ops.cat([padded[:, :total - zeroed], ops.zeros((c, zeroed, h, w), padded.dtype)], 1)
