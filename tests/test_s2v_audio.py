@@ -161,3 +161,28 @@ def test_bad_folder(tmp_path):
     shutil.copy(os.path.join(DIR, "wav2vec2_tiny_base", "model.safetensors"), folder / "model.safetensors")
     with pytest.raises(CheckpointError, match="shape"):
         AudioEncoder(model_id=str(folder))
+
+
+def test_real_size_names_and_shapes_match_transformers():
+    """Every tensor of the real wav2vec2-large-xlsr-53 (424, 315.5 M parameters) lands on a parameter of ours of
+    the same shape, and nothing is left over (manifest built by transformers on torch's meta device)."""
+    import json
+
+    from mindspore import nn
+
+    from wan.checkpoint import get_keymap
+    from wan.modules.s2v.wav2vec2 import Wav2Vec2Config
+
+    with open(os.path.join(DIR, "large_xlsr_manifest.json")) as f:
+        manifest = json.load(f)
+    config = Wav2Vec2Config.from_dict(manifest["config"])
+    with nn.no_init_parameters():
+        model = Wav2Vec2ForCTC(config)
+    ours = {name: tuple(p.shape) for name, p in model.parameters_and_names()}
+    mapped = get_keymap("wav2vec2").map_keys(manifest["tensors"])
+    assert len(manifest["tensors"]) == 424 and len(mapped) == 423  # masked_spec_embed is training-only
+    assert sorted(mapped) == sorted(ours)
+    for name, key in mapped.items():
+        assert tuple(manifest["tensors"][key]) == ours[name], name
+    assert sum(int(np.prod(s)) for s in ours.values()) == 315472545 - 1024
+    assert config.receptive_field == 400 and config.num_frames(16000 * 60) == 2999
