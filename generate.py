@@ -180,6 +180,9 @@ def validate(args, world_size: int = 1) -> argparse.Namespace:
         args.image_pil = load_image(args.image)
     else:
         args.image_pil = None
+    from wan.tasks import get_builder
+    # The task's sizing rule on the real image: an image too narrow for the area fails here, before any model.
+    args.geometry = get_builder(task).geometry(args.size_wh, args.frame_num, args.image_pil)
 
     args.prompts = _read_prompts(args)
     if args.save_file is not None:
@@ -225,16 +228,13 @@ def output_paths(args) -> list:
 def dit_geometry(args) -> tuple:
     """(num_heads, unpadded token count) of the request, read from the DiT config.json (no weights loaded)."""
     from wan.modules.model import WanModel
-    from wan.pipeline import checkpoint_files, padded_seq_len
+    from wan.pipeline import checkpoint_files
 
     task = args.task_config
     files = checkpoint_files(task, args.ckpt_dir)
     config = WanModel.config_from_file(os.path.join(files["high_noise" if task.two_experts else "dit"],
                                                     "config.json"))
-    w, h = args.size_wh
-    stride = task.vae_stride
-    latent = (task.z_dim, (args.frame_num - 1) // stride[0] + 1, h // stride[1], w // stride[2])
-    return config.get("num_heads", 16), padded_seq_len(latent, task.patch_size)
+    return config.get("num_heads", 16), args.geometry.tokens(task.patch_size)
 
 
 def main(argv=None) -> int:

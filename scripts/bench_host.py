@@ -22,7 +22,8 @@ if ROOT not in sys.path:
 
 from wan.configs import get_task  # noqa: E402
 from wan.modules.model import rope_params, rope_tables  # noqa: E402
-from wan.pipeline import best_output_size, i2v_latent_size, make_noise  # noqa: E402
+from wan.pipeline import make_noise  # noqa: E402
+from wan.tasks import best_output_size, i2v_latent_size  # noqa: E402
 from wan.utils.fm_solvers import make_scheduler  # noqa: E402
 from wan.utils.media import load_image, resize_bicubic, resize_center_crop, save_video, to_tensor  # noqa: E402
 

@@ -1,14 +1,14 @@
 """One generation pipeline for every task: components, conditions, one denoising loop, decode.
 
-Tasks differ only in how they build their conditions (``prepare_conditions``): text-only noise for t2v, an
-image latent + first-frame mask as ``y`` for i2v-A14B, a fixed first latent frame and per-token timesteps for
-ti2v-5B with an image. The loop (``denoise``) is shared: expert choice at the boundary, classifier-free guidance
-(skipped at scale 1.0), solver step, progress.
+Tasks differ only in their conditions, built by the task's builder in ``wan.tasks`` (text-only noise for t2v, an
+image latent + first-frame mask as ``y`` for i2v-A14B, a frozen first latent frame with per-token timesteps for
+ti2v-5B with an image). The loop (``denoise``) is shared and task-blind: expert choice at the boundary,
+classifier-free guidance (skipped at scale 1.0), solver step, progress; it reads the conditions only through
+``timestep``, ``constrain`` and ``model_kwargs``.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import sys
@@ -20,61 +20,12 @@ import numpy as np
 
 from .placement.offload import Offloader
 from .configs import TaskConfig
+from .tasks import Conditions, get_builder
 
 log = logging.getLogger("wan")
 
 
-# --------------------------------------------------------------------------------------------- sizes
-
-def best_output_size(w: int, h: int, dw: int, dh: int, expected_area: int) -> Tuple[int, int]:
-    """Largest (width, height), multiples of (dw, dh), with area <= expected_area and the aspect of w/h.
-
-    Tries rounding the width first and the height first and keeps the one whose aspect ratio is closer
-    (the official ti2v rule).
-    """
-    ratio = w / h
-    ow = (expected_area * ratio) ** 0.5
-    oh = expected_area / ow
-    ow1 = int(ow // dw * dw)
-    oh1 = int(expected_area / ow1 // dh * dh)
-    oh2 = int(oh // dh * dh)
-    ow2 = int(expected_area / oh2 // dw * dw)
-    r1, r2 = ow1 / oh1, ow2 / oh2
-    if max(ratio / r1, r1 / ratio) < max(ratio / r2, r2 / ratio):
-        return ow1, oh1
-    return ow2, oh2
-
-
-def i2v_latent_size(img_h: int, img_w: int, max_area: int, vae_stride, patch_size) -> Tuple[int, int]:
-    """(lat_h, lat_w) of i2v-A14B: the area of ``max_area`` at the image's aspect ratio, in whole patches."""
-    aspect = img_h / img_w
-    lat_h = round(np.sqrt(max_area * aspect) // vae_stride[1] // patch_size[1] * patch_size[1])
-    lat_w = round(np.sqrt(max_area / aspect) // vae_stride[2] // patch_size[2] * patch_size[2])
-    return int(lat_h), int(lat_w)
-
-
-def padded_seq_len(latent_shape: Sequence[int], patch_size, multiple: int = 1) -> int:
-    """Token count of a latent [C, F, H, W], rounded up to a multiple (the sequence-parallel degree).
-
-    The official t2v formula; for i2v/ti2v latents (whole patches) it equals their floor-then-round-up form.
-    """
-    _, f, h, w = latent_shape
-    tokens = math.ceil(h * w / (patch_size[1] * patch_size[2]) * f / multiple)
-    return tokens * multiple
-
-
-# ----------------------------------------------------------------------------------------- conditions
-
-@dataclass
-class Conditions:
-    """What the loop needs besides the text: the latent shape, model extras and the frozen first frame."""
-    latent_shape: Tuple[int, int, int, int]   # [C, F, h, w]
-    seq_len: int
-    y: Optional[object] = None                # i2v-A14B: [4 + C, F, h, w] mask + image latent (Tensor)
-    first_frame: Optional[np.ndarray] = None  # ti2v with image: z of the image [C, 1, h, w]
-    keep_noise: Optional[np.ndarray] = None   # ti2v with image: 1 where the latent is generated, 0 = frozen
-    output_size: Tuple[int, int] = (0, 0)     # (width, height) of the video
-
+# -------------------------------------------------------------------------------------------- noise
 
 def make_noise(shape: Sequence[int], seed: int) -> np.ndarray:
     """Standard normal float32 noise from a seeded PCG64 generator (same seed -> same noise everywhere)."""
@@ -106,10 +57,9 @@ def choose_expert(t: float, experts: Dict[str, Expert], boundary: Optional[float
 
 
 def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[str, Expert],
-            boundary: Optional[float], context, context_null, seq_len: int, y=None,
-            keep_noise: Optional[np.ndarray] = None, first_frame: Optional[np.ndarray] = None,
-            patch_size=(1, 2, 2), on_expert: Optional[Callable[[Expert], None]] = None,
-            progress: bool = True, timing: Optional[StepTiming] = None) -> np.ndarray:
+            boundary: Optional[float], context, context_null, cond: Conditions,
+            on_expert: Optional[Callable[[Expert], None]] = None, progress: bool = True,
+            timing: Optional[StepTiming] = None) -> np.ndarray:
     """Run the sampler from ``latent`` ([C, F, h, w] float32) to the clean latent.
 
     Args:
@@ -117,18 +67,16 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
         experts: {"dit": Expert} or {"high_noise": Expert, "low_noise": Expert}.
         boundary: expert switch in timestep units (boundary * num_train_timesteps), None for one model.
         context / context_null: lists with one [L, text_dim] Tensor (prompt / negative prompt).
-        y: i2v condition list, passed to the model as is.
-        keep_noise / first_frame: ti2v with an image: after each step the frozen part is reset to the image
-            latent, and the model gets per-token timesteps that are 0 on the frozen first frame.
+        cond: the task's conditions (wan.tasks): ``seq_len``, ``model_kwargs`` for every DiT call,
+            ``timestep(t)`` (the model's t: [1] or per token [1, seq_len]) and ``constrain(latent)`` (applied to
+            the start latent and after every step).
         on_expert: called with the expert before it runs (the offload policy moves weights here).
     """
     from mindspore import Tensor
     from tqdm import tqdm
 
-    if keep_noise is not None:
-        latent = (1.0 - keep_noise) * first_frame + keep_noise * latent
-        # [F, h/2, w/2] token grid of the mask (one entry per patch), flattened like the token sequence.
-        token_mask = keep_noise[0][:, ::patch_size[1], ::patch_size[2]].reshape(-1)
+    latent = cond.constrain(latent)
+    extras = cond.model_kwargs
     steps = tqdm(list(timesteps), desc="denoising", unit="step", disable=not progress, file=sys.stdout)
     for t in steps:
         start = time.perf_counter()
@@ -136,23 +84,16 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
         expert = choose_expert(t_value, experts, boundary)
         if on_expert is not None:
             on_expert(expert)
-        if keep_noise is not None:
-            per_token = np.concatenate([token_mask * np.float32(t_value),
-                                        np.full(seq_len - token_mask.size, t_value, np.float32)])
-            t_model = Tensor(per_token[None].astype(np.float32))
-        else:
-            t_model = Tensor(np.array([t_value], np.float32))
+        t_model = Tensor(cond.timestep(t_value))
         x = [Tensor(latent)]
-        cond = expert.model(x, t=t_model, context=context, seq_len=seq_len, y=y)[0]
+        cond_pred = expert.model(x, t=t_model, context=context, seq_len=cond.seq_len, **extras)[0]
         if expert.guide_scale == 1.0:
-            noise_pred = cond.asnumpy()
+            noise_pred = cond_pred.asnumpy()
         else:
-            uncond = expert.model(x, t=t_model, context=context_null, seq_len=seq_len, y=y)[0].asnumpy()
-            noise_pred = uncond + np.float32(expert.guide_scale) * (cond.asnumpy() - uncond)
+            uncond = expert.model(x, t=t_model, context=context_null, seq_len=cond.seq_len, **extras)[0].asnumpy()
+            noise_pred = uncond + np.float32(expert.guide_scale) * (cond_pred.asnumpy() - uncond)
         latent = scheduler.step(noise_pred[None], t, latent[None], return_dict=False)[0][0]
-        latent = np.asarray(latent, np.float32)
-        if keep_noise is not None:
-            latent = (1.0 - keep_noise) * first_frame + keep_noise * latent
+        latent = cond.constrain(np.asarray(latent, np.float32))
         if timing is not None:
             timing.times.append(time.perf_counter() - start)
             timing.forwards += 1 if expert.guide_scale == 1.0 else 2
@@ -262,6 +203,7 @@ class WanPipeline:
         from .modules.t5 import T5EncoderModel
 
         self.task = task
+        self.builder = get_builder(task)
         self.parallel = parallel or ParallelHooks()
         self.vae_tiled = vae_tiled
         files = check_checkpoint_dir(task, ckpt_dir)
@@ -321,50 +263,16 @@ class WanPipeline:
 
     # ------------------------------------------------------------------------------------ conditions
     def prepare_conditions(self, size: Tuple[int, int], frame_num: int, image=None) -> Conditions:
-        """Latent shape, sequence length and task extras. ``size`` is (width, height) or the area's shape."""
-        task = self.task
-        stride, patch = task.vae_stride, task.patch_size
-        lat_f = (frame_num - 1) // stride[0] + 1
-        multiple = self.parallel.sequence_multiple
-        if task.kind == "i2v":
-            from mindspore import Tensor
+        """The task builder's conditions. ``size`` is (width, height), an area's shape for i2v / ti2v images."""
+        return self.builder.build(size, frame_num, image, encode=self._encode,
+                                  seq_multiple=self.parallel.sequence_multiple)
 
-            from .utils.media import resize_bicubic, to_tensor
-            img = to_tensor(image)
-            lat_h, lat_w = i2v_latent_size(img.shape[1], img.shape[2], size[0] * size[1], stride, patch)
-            h, w = lat_h * stride[1], lat_w * stride[2]
-            shape = (task.z_dim, lat_f, lat_h, lat_w)
-            seq_len = padded_seq_len(shape, patch, multiple)
-            # First-frame mask: 4 entries per latent frame (the VAE folds 4 frames into one), 1 on frame 0.
-            msk = np.zeros((1, frame_num, lat_h, lat_w), np.float32)
-            msk[:, 0] = 1.0
-            msk = np.concatenate([np.repeat(msk[:, :1], 4, axis=1), msk[:, 1:]], axis=1)
-            msk = msk.reshape(1, msk.shape[1] // 4, 4, lat_h, lat_w).transpose(0, 2, 1, 3, 4)[0]
-            clip = np.concatenate([resize_bicubic(img, (h, w))[:, None],
-                                   np.zeros((3, frame_num - 1, h, w), np.float32)], axis=1)
-            self.offload.use(self.vae.model, *self._dits())
-            z = self.vae.encode([Tensor(clip)], tiled=self.vae_tiled)[0].asnumpy()
-            y = Tensor(np.concatenate([msk, z], axis=0))
-            return Conditions(shape, seq_len, y=[y], output_size=(w, h))
-        if task.kind == "ti2v" and image is not None:
-            from mindspore import Tensor
+    def _encode(self, video: np.ndarray) -> np.ndarray:
+        """VAE-encode [3, F, H, W] in [-1, 1] -> [C, f, h, w] float32, with the VAE resident for the call."""
+        from mindspore import Tensor
 
-            from .utils.media import resize_center_crop, to_tensor
-            dh, dw = patch[1] * stride[1], patch[2] * stride[2]
-            ow, oh = best_output_size(image.width, image.height, dw, dh, size[0] * size[1])
-            img = to_tensor(resize_center_crop(image, ow, oh))[:, None]  # [3, 1, oh, ow]
-            shape = (task.z_dim, lat_f, oh // stride[1], ow // stride[2])
-            seq_len = padded_seq_len(shape, patch, multiple)
-            self.offload.use(self.vae.model, *self._dits())
-            z = self.vae.encode([Tensor(img)], tiled=self.vae_tiled)[0].asnumpy()  # [C, 1, h, w]
-            keep = np.ones(shape, np.float32)
-            keep[:, 0] = 0.0
-            first = np.zeros(shape, np.float32)
-            first[:, :1] = z
-            return Conditions(shape, seq_len, first_frame=first, keep_noise=keep, output_size=(ow, oh))
-        w, h = size
-        shape = (task.z_dim, lat_f, h // stride[1], w // stride[2])
-        return Conditions(shape, padded_seq_len(shape, patch, multiple), output_size=(w, h))
+        self.offload.use(self.vae.model, *self._dits())
+        return self.vae.encode([Tensor(video)], tiled=self.vae_tiled)[0].asnumpy()
 
     def _dits(self):
         return [e.model for e in self.experts.values()]
@@ -414,8 +322,7 @@ class WanPipeline:
         step_timing = StepTiming()
         dits = self._dits()
         latent = denoise(np.asarray(noise, np.float32), timesteps, scheduler, self.experts, boundary, context,
-                         context_null, cond.seq_len, y=cond.y, keep_noise=cond.keep_noise,
-                         first_frame=cond.first_frame, patch_size=task.patch_size,
+                         context_null, cond,
                          on_expert=lambda e: self.offload.use(e.model, self.text_encoder.model, *dits),
                          progress=progress, timing=step_timing)
         timings["steps"] = step_timing.times

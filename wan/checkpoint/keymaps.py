@@ -16,7 +16,7 @@ from dataclasses import dataclass
 class KeyMap:
     """How one network's official checkpoint keys map onto our parameter names and dtypes.
 
-    network: registry name ("dit", "t5", "vae2_1", "vae2_2", "s2v").
+    network: registry name ("dit", "t5", "vae2_1", "vae2_2", "s2v", "wav2vec2").
     release_dtype: dtype the official release stores (informative; the converter's default).
     renames: ((official_regex, our_template), ...), re.fullmatch, first match wins; unmatched keys map to
         themselves.
@@ -71,6 +71,14 @@ KEYMAPS = {
     # Wan2.1 VAE (Wan2.1_VAE.pth) and Wan2.2 VAE (Wan2.2_VAE.pth): identity, float32 in the release.
     "vae2_1": KeyMap("vae2_1", "float32"),
     "vae2_2": KeyMap("vae2_2", "float32"),
+    # wav2vec2 (Wav2Vec2ForCTC in Hugging Face layout, the S2V release's wav2vec2-large-xlsr-53-english): HF
+    # names, float32. The positional conv's weight norm is stored as weight_g/weight_v (older transformers,
+    # the release) or as parametrizations.weight.original0/1 (torch's parametrization API, newer saves): both
+    # land on our weight_g/weight_v. The masked-time embedding is used only in training.
+    "wav2vec2": KeyMap("wav2vec2", "float32",
+                       renames=((r"(.*)\.parametrizations\.weight\.original0", r"\1.weight_g"),
+                                (r"(.*)\.parametrizations\.weight\.original1", r"\1.weight_v")),
+                       skip=(r"wav2vec2\.masked_spec_embed",)),
 }
 
 

@@ -100,6 +100,18 @@ def silu(x: Tensor) -> Tensor:
     return ops.silu(x)
 
 
+def gelu(x: Tensor) -> Tensor:
+    """Exact GELU, x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))), in the dtype of ``x`` (PyTorch's default GELU).
+
+    The reference path spells it out with ``erf`` (float32 rounding on CPU): ``F.gelu``/``ops.gelu`` have no CPU
+    kernel in MindSpore 2.7.
+    """
+    if backend() == "ascend":
+        return mint.nn.functional.gelu(x)
+    xf = x.astype(ms.float32)
+    return (0.5 * xf * (1.0 + ops.erf(xf * (1.0 / math.sqrt(2.0))))).astype(x.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------- norms
 
 def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -140,6 +152,31 @@ def rms_norm(x: Tensor, weight: Optional[Tensor], eps: float) -> Tensor:
     y = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + eps)
     y = y.astype(x.dtype)
     return y if weight is None else y * weight
+
+
+def group_norm(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+               eps: float = 1e-5) -> Tensor:
+    """GroupNorm of x [B, C, *spatial] over (C // num_groups channels, *spatial), computed in float32, with an
+    optional per-channel affine ``weight``/``bias`` [C]; returned in the dtype of ``x``.
+
+    Biased variance, as ``torch.nn.GroupNorm``.
+    """
+    b, c = x.shape[0], x.shape[1]
+    assert c % num_groups == 0, f"{c} channels do not split into {num_groups} groups"
+    if backend() == "ascend":
+        return mint.nn.functional.group_norm(x, num_groups, weight, bias, eps)
+    xf = x.astype(ms.float32)
+    g = xf.reshape(b, num_groups, -1)
+    mean = ops.mean(g, -1, keep_dims=True)
+    centred = g - mean
+    var = ops.mean(centred * centred, -1, keep_dims=True)
+    y = (centred * ops.rsqrt(var + eps)).reshape(x.shape)
+    affine_shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        y = y * weight.astype(ms.float32).reshape(affine_shape)
+    if bias is not None:
+        y = y + bias.astype(ms.float32).reshape(affine_shape)
+    return y.astype(x.dtype)
 
 
 class LayerNorm(nn.Cell):
@@ -355,6 +392,28 @@ def conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, p
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0) -> Tensor:
     """2-D convolution: x [B, Cin, H, W], weight [Cout, Cin, kh, kw] -> [B, Cout, H', W'] (see ``conv3d``)."""
     return _conv(x, weight, bias, _pair(stride), _pair(padding))
+
+
+def conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: int = 1, padding: int = 0,
+           groups: int = 1) -> Tensor:
+    """1-D convolution with PyTorch's layout, symmetric zero padding and channel groups.
+
+    Args:
+        x: [B, Cin, T]; weight: [Cout, Cin // groups, k]; bias: [Cout] or None.
+    Returns:
+        [B, Cout, (T + 2 * padding - k) // stride + 1] in the dtype of ``weight`` (x is cast to it).
+    """
+    x = x.astype(weight.dtype)
+    stride, padding, groups = int(stride), int(padding), int(groups)
+    if backend() == "ascend":
+        return mint.nn.functional.conv1d(x, weight, bias, stride, padding, 1, groups)
+    # The CPU path runs a 2-D convolution over a height-1 image: MindSpore 2.7 has CPU kernels for that
+    # (grouped too), not for mint's conv1d.
+    y = ops.conv2d(x[:, :, None, :], weight[:, :, None, :], None, (1, stride), "pad" if padding else "valid",
+                   (0, padding) if padding else 0, 1, groups)[:, :, 0, :]
+    if bias is not None:
+        y = ops.bias_add(y, bias)
+    return y
 
 
 def _conv(x, weight, bias, stride, padding):

@@ -6,6 +6,7 @@ for ti2v-5B. Writers are atomic: a temporary file in the target folder, renamed 
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Tuple
 
@@ -13,21 +14,95 @@ import numpy as np
 
 from .fileio import atomic_output
 
+log = logging.getLogger("wan")
+
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def load_image(path: str):
-    """Open an image file as RGB (PIL). Raises ValueError naming the file if it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+# EXIF tag 0x0112 values -> what a viewer does to show the photo upright.
+_EXIF_ORIENTATION = {2: "mirrored", 3: "rotated 180", 4: "flipped", 5: "transposed", 6: "rotated 90 clockwise",
+                     7: "transversed", 8: "rotated 90 counter-clockwise"}
+_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--image {path!r} does not exist")
+
+def load_image(path: str):
+    """Open an image file as an RGB PIL image, the official ``Image.open(path).convert("RGB")`` where that is sound.
+
+    Same as the official: the first frame of an animated GIF/WebP; alpha (RGBA, LA, PA, palette transparency)
+    dropped, not composited, so transparent pixels show the colour stored under them; CMYK, palette and grey
+    converted by PIL; the EXIF orientation NOT applied (pixels as stored, so a phone photo tagged "rotated" comes
+    out sideways, as in the official run; a warning says so and how to fix the file). Different from the
+    official: 16-bit grey (I;16*, and I holding 0..65535) is scaled to 8 bits (v / 257, rounded); PIL's
+    ``convert("RGB")`` clips it at 255, turning a 16-bit photo white. 32-bit float (F) is refused.
+    Raises ValueError naming the file and the fix for a missing path, a folder, a non-image, truncated or corrupt
+    data and images beyond PIL's decompression-bomb limit; nothing heavier than the decode has run by then.
+    """
+    from PIL import Image
+
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"--image {path!r} is not a file path; pass the path of an image file (PNG, JPEG, WebP)")
+    if not os.path.exists(path):
+        raise ValueError(f"--image {path!r} does not exist; pass the path of an image file (PNG, JPEG, WebP)")
+    if os.path.isdir(path):
+        raise ValueError(f"--image {path!r} is a folder; pass the path of an image file (PNG, JPEG, WebP)")
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"--image {path!r} could not be read as an image ({e}); pass a PNG or JPEG file") from e
+        img = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"--image {path!r} is too large to decode safely ({e}); downscale it first") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL's errors for unknown or broken headers
+        raise ValueError(f"--image {path!r} could not be read as an image ({e}); pass a PNG, JPEG or WebP "
+                         f"file") from e
+    with img:
+        try:
+            img.load()  # decode frame 0 now: truncated or corrupt pixel data fails here, not inside the pipeline
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+            raise ValueError(f"--image {path!r} is truncated or corrupt ({e}); re-export or re-download it") from e
+        _warn_about(path, img)
+        return _to_rgb(img, path)
+
+
+def _warn_about(path: str, img) -> None:
+    """Warnings for inputs used as the official code uses them, which may surprise."""
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        log.warning("--image %r has %d frames; using the first (as the official code does)", path, frames)
+    try:
+        orientation = int(img.getexif().get(0x0112, 1))
+    except Exception:  # unreadable EXIF is ignored, as the official code never reads it
+        orientation = 1
+    if orientation in _EXIF_ORIENTATION:
+        log.warning("--image %r has EXIF orientation %d (%s to be shown upright); it is used as stored, not "
+                    "rotated, as the official code does. To use it upright, save it rotated first (e.g. "
+                    "PIL.ImageOps.exif_transpose)", path, orientation, _EXIF_ORIENTATION[orientation])
+    see_through = "transparency" in img.info
+    if "A" in img.getbands():
+        see_through = see_through or int(np.asarray(img.getchannel("A")).min()) < 255
+    if see_through:
+        log.warning("--image %r has transparency; it is dropped, not composited (as the official code does): "
+                    "transparent pixels show the colour stored under them", path)
+
+
+def _to_rgb(img, path: str):
+    """A loaded PIL image of any mode -> RGB (PIL's conversion, except for 16-bit and float grey)."""
+    from PIL import Image
+
+    if img.mode in _16BIT_MODES or img.mode == "I":
+        grey = np.asarray(img).astype(np.int64)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise ValueError(f"--image {path!r} is a 32-bit integer image with values {grey.min()}..{grey.max()}, "
+                             f"outside 0..65535; save it as an 8- or 16-bit PNG")
+        # 16 -> 8 bits by v / 257 (65535 -> 255, and 257 * k -> k exactly), rounded half up.
+        eight = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(eight, "L").convert("RGB")
+    if img.mode == "F":
+        raise ValueError(f"--image {path!r} is a 32-bit float image (mode F), which has no standard range; save it "
+                         f"as an 8- or 16-bit PNG")
+    try:
+        return img.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--image {path!r}: PIL cannot convert mode {img.mode} to RGB ({e}); save it as an RGB "
+                         f"PNG or JPEG") from e
 
 
 def to_tensor(img) -> np.ndarray:

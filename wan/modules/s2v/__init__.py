@@ -1,0 +1,9 @@
+"""S2V networks: the wav2vec2 audio front end (and, next to it, the S2V DiT)."""
+from .audio_encoder import AudioEncoder
+from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
+
+__all__ = [
+    "AudioEncoder",
+    "Wav2Vec2Config",
+    "Wav2Vec2ForCTC",
+]
