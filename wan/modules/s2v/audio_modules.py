@@ -48,11 +48,8 @@ class CausalConv1d(nn.Cell):
         x = x.astype(ms.float32)
         if self.kernel_size > 1:
             x = ops.cat([x[:, :, :1]] * (self.kernel_size - 1) + [x], 2)
-        w = self.conv.weight.astype(ms.float32)
-        # A 1-D convolution is a 2-D one over a height of 1 (the portable kernel layer has conv2d).
-        y = kernels.conv2d(x[:, :, None, :], w[:, :, None, :], self.conv.bias.astype(ms.float32),
-                           stride=(1, self.stride))
-        return y[:, :, 0, :]
+        return kernels.conv1d(x, self.conv.weight.astype(ms.float32), self.conv.bias.astype(ms.float32),
+                              stride=self.stride)
 
 
 def causal_audio_length(frames: int) -> int:
