@@ -378,3 +378,77 @@ def _triple(v) -> tuple:
 
 def _pair(v) -> tuple:
     return (int(v),) * 2 if isinstance(v, (int, np.integer)) else tuple(int(i) for i in v)
+
+
+# ------------------------------------------------------------------------------- decoder (LLM) attention
+
+def rotate_halves(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding in the "rotate half" layout (Llama / Qwen): channel i pairs with channel i + D/2.
+
+    Args:
+        x: [B, L, N, D]; cos, sin: [B, L, 1, D] float32 (each angle repeated in both halves).
+    Returns:
+        [B, L, N, D] in the dtype of x, computed in float32 (exact float32 elementwise ops on every device).
+    """
+    d = x.shape[-1]
+    xf = x.astype(ms.float32)
+    rotated = ops.cat([-xf[..., d // 2:], xf[..., :d // 2]], -1)
+    return (xf * cos + rotated * sin).astype(x.dtype)
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: np.ndarray,
+                     softmax_scale: Optional[float] = None) -> Tensor:
+    """Scaled dot-product attention with an explicit boolean mask and grouped-query heads.
+
+    Args:
+        q: [B, Lq, N, D]; k, v: [B, Lk, Nkv, D] with N a multiple of Nkv (query head h reads key/value head
+            h // (N / Nkv), as in Hugging Face's ``repeat_kv``).
+        mask: numpy bool [B, Lq, Lk], True where the query may attend the key. Every row must allow at least
+            one key (the caller lets padded query rows see themselves), so no backend meets an empty row.
+        softmax_scale: defaults to 1/sqrt(D).
+    Returns:
+        [B, Lq, N, D] in the dtype of q.
+    """
+    b, lq, n, d = q.shape
+    lk, nkv = k.shape[1], k.shape[2]
+    assert n % nkv == 0, f"{n} query heads are not a multiple of {nkv} key/value heads"
+    assert mask.shape == (b, lq, lk), f"mask shape {mask.shape} != {(b, lq, lk)}"
+    assert mask.any(-1).all(), "a query row with no visible key"
+    scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
+    if backend() == "ascend":
+        # Documented contract of flash_attention_score: BSND layout, key heads N2 with N1 % N2 == 0 (GQA), a
+        # uint8 attn_mask of shape [B, 1, S1, S2] where 1 DISCARDS a position, half-precision inputs.
+        out_dtype = q.dtype
+        half = q.dtype if q.dtype in (ms.float16, ms.bfloat16) else ms.bfloat16
+        discard = Tensor(np.ascontiguousarray(~mask[:, None]).astype(np.uint8))
+        out = ops.flash_attention_score(q.astype(half), k.astype(half), v.astype(half), n, attn_mask=discard,
+                                        input_layout="BSND", scalar_value=scale, sparse_mode=0)
+        return out.astype(out_dtype)
+    rep = n // nkv
+    # Group the query heads by their key/value head instead of repeating k and v: [B, Nkv, rep * Lq, D].
+    qh = q.astype(ms.float32).reshape(b, lq, nkv, rep, d).transpose(0, 2, 3, 1, 4).reshape(b, nkv, rep * lq, d)
+    kh = k.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, Nkv, Lk, D]
+    vh = v.astype(ms.float32).transpose(0, 2, 1, 3)
+    keep = Tensor(np.ascontiguousarray(np.broadcast_to(mask[:, None, None], (b, 1, rep, lq, lk)))
+                  .reshape(b, 1, rep * lq, lk))
+    scores = _matmul_nt(qh.reshape(b * nkv, rep * lq, d), kh.reshape(b * nkv, lk, d)).reshape(b, nkv, rep * lq, lk)
+    # A finite fill (not -inf) keeps softmax NaN-free; masked weights still underflow to exactly 0.
+    scores = ops.select(ops.broadcast_to(keep, scores.shape), scores * scale,
+                        ops.fill(ms.float32, scores.shape, -3.0e38))
+    out = ops.matmul(ops.softmax(scores, -1), vh)  # [B, Nkv, rep * Lq, D]
+    out = out.reshape(b, nkv, rep, lq, d).transpose(0, 3, 1, 2, 4).reshape(b, lq, n, d)
+    return out.astype(q.dtype)
+
+
+def gelu_erf(x: Tensor) -> Tensor:
+    """GELU without approximation, 0.5 * x * (1 + erf(x / sqrt(2))), computed in float32 (erf has CPU kernels,
+    ``F.gelu`` does not)."""
+    if backend() == "ascend":
+        return mint.nn.functional.gelu(x)
+    xf = x.astype(ms.float32)
+    return (0.5 * xf * (1.0 + ops.erf(xf * (1.0 / math.sqrt(2.0))))).astype(x.dtype)
+
+
+def embedding(weight: Tensor, ids: Tensor) -> Tensor:
+    """Rows of ``weight`` [V, C] picked by integer ``ids`` [...] -> [..., C] (a gather with CPU kernels)."""
+    return ops.gather(weight, ids, 0)
