@@ -151,12 +151,15 @@ def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
 
 
 def rope_cos_sin(positions: np.ndarray, inv_freq: np.ndarray) -> Tuple[Tensor, Tensor]:
-    """positions int [B, L] -> cos, sin float32 Tensors [B, L, 1, D] (each angle in both halves).
+    """Rotary cos/sin Tensors float32 [B, L, 1, D] (each angle in both halves).
 
+    positions: int [B, L] (one position per token), or [B, L, D/2] (a position per token and frequency, as the
+    multimodal rope of Qwen2.5-VL picks the temporal / height / width position per frequency band).
     The angles are float32 products position * inv_freq, as in the float32 reference: at 30k positions the
     rounding of the angle matters, so it is reproduced rather than improved.
     """
-    freqs = positions.astype(np.float32)[..., None] * inv_freq[None, None, :]  # [B, L, D/2]
+    pos = positions.astype(np.float32)
+    freqs = (pos * inv_freq[None, None, :]) if pos.ndim == 3 else pos[..., None] * inv_freq[None, None, :]
     emb = np.concatenate([freqs, freqs], -1)[:, :, None, :]
     return Tensor(np.cos(emb).astype(np.float32)), Tensor(np.sin(emb).astype(np.float32))
 
@@ -487,14 +490,16 @@ class Qwen2ForCausalLM(nn.Cell):
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
         mask = np.ones_like(ids) if attention_mask is None else _as_ids(attention_mask, "attention_mask", ids.shape)
-        return self._decode(ids, mask, lambda cache, pos: self.hidden_states(self.embed(ids), mask, pos, cache),
-                            positions_from_mask(mask), max_new_tokens, do_sample, eos_token_id, pad_token_id,
+        positions = positions_from_mask(mask)
+        return self._decode(ids, mask, lambda cache: self.hidden_states(self.embed(ids), mask, positions, cache),
+                            positions[:, -1:] + 1, max_new_tokens, do_sample, eos_token_id, pad_token_id,
                             temperature, top_p, top_k, seed)
 
-    def _decode(self, ids, mask, prefill, positions, max_new_tokens, do_sample, eos_token_id, pad_token_id,
+    def _decode(self, ids, mask, prefill, next_pos, max_new_tokens, do_sample, eos_token_id, pad_token_id,
                 temperature, top_p, top_k, seed):
-        """The decode loop shared with the VL model: ``prefill(cache, positions)`` runs the prompt and returns the
-        hidden states [B, L, C]; later steps embed one token per row at the next position of each row."""
+        """The decode loop shared with the VL model: ``prefill(cache)`` runs the prompt and returns the hidden
+        states [B, L, C]; each later step embeds one token per row at that row's next position (``next_pos``
+        int [B, 1] for the first new token, then + 1 per step)."""
         gen = self.generation
         eos = gen.eos_token_id if eos_token_id is None else \
             tuple(int(e) for e in ([eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else eos_token_id))
@@ -510,8 +515,7 @@ class Qwen2ForCausalLM(nn.Cell):
                                  f"temperature={temperature}, top_p={top_p}, top_k={top_k}")
         rng = np.random.default_rng(None if seed is None or seed < 0 else int(seed)) if do_sample else None
         cache = KVCache(self.config.num_hidden_layers)
-        hidden = prefill(cache, positions)
-        next_pos = positions[:, -1:] + 1
+        hidden = prefill(cache)
         out = [ids]
         done = np.zeros(ids.shape[0], dtype=bool)
         eos_arr = np.asarray(eos, dtype=np.int64)
