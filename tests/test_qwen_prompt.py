@@ -9,7 +9,9 @@ import pytest
 
 from conftest import FIXTURES
 from wan.prompt.base import PromptExpander
-from wan.prompt.qwen import QWEN_MODELS, QwenPromptExpander, resolve_qwen_model
+from PIL import Image
+
+from wan.prompt.qwen import QWEN_MODELS, QwenPromptExpander, fetch_resize, resolve_qwen_model
 
 FIX = os.path.join(FIXTURES, "qwen")
 TINY = os.path.join(FIX, "tiny_tied")
@@ -28,7 +30,8 @@ def expander(chat):
 
 def test_expander_answer_equals_hf_greedy_generation(expander, chat):
     assert isinstance(expander, PromptExpander)
-    ids = expander.chat_ids(chat["system"], chat["user"])
+    ids, pixels, grid = expander.chat_inputs(chat["system"], chat["user"])
+    assert pixels is None and grid is None
     assert ids[0].tolist() == chat["input_ids"]  # the chat template and tokenizer agree with HF's
     answer = expander.complete(chat["system"], chat["user"], seed=123)
     assert answer == chat["answer"]
@@ -105,6 +108,47 @@ def test_folder_without_tokenizer_or_template_is_a_clear_error(tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="chat template"):
         QwenPromptExpander(str(d), "t2v", False)
+
+
+# ------------------------------------------------------------------------------------------- Qwen2.5-VL
+
+VL = os.path.join(FIX, "vl")
+
+
+@pytest.fixture(scope="module")
+def vl_chat():
+    with open(os.path.join(VL, "vl_chat.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def vl_expander(vl_chat):
+    return QwenPromptExpander(os.path.join(VL, "tiny_vl"), "i2v", True, max_new_tokens=vl_chat["max_new_tokens"])
+
+
+def test_vl_expander_follows_the_official_flow_and_equals_hf(vl_expander, vl_chat):
+    """fetch_image's resize, the processor at the official pixel limits, the chat template with an image part,
+    the image pads expanded, HF greedy generation: same ids, same pixels grid, same answer."""
+    image = Image.open(os.path.join(VL, vl_chat["image"]))
+    assert list(fetch_resize(image).size) == vl_chat["fetched_size"]
+    ids, pixels, grid = vl_expander.chat_inputs(vl_chat["system"], vl_chat["user"], image)
+    assert grid.tolist() == vl_chat["grid"] and pixels.shape[0] == int(np.prod(grid))
+    assert ids[0].tolist() == vl_chat["input_ids"]
+    assert vl_expander.complete(vl_chat["system"], vl_chat["user"], image=image) == vl_chat["answer"]
+    # an image file path works too
+    path = os.path.join(VL, vl_chat["image"])
+    assert vl_expander.complete(vl_chat["system"], vl_chat["user"], image=path) == vl_chat["answer"]
+
+
+def test_vl_expander_without_an_image_runs_text_only(vl_expander):
+    ids, pixels, _ = vl_expander.chat_inputs("sys", "a dog")
+    assert pixels is None and 318 not in ids[0].tolist()
+    assert isinstance(vl_expander.complete("sys", "a dog"), str)
+
+
+def test_vl_folder_resolves_for_image_requests():
+    folder = os.path.join(VL, "tiny_vl")
+    assert resolve_qwen_model(folder, "i2v", True) == os.path.abspath(folder)
 
 
 def test_image_with_a_text_model_is_refused(expander):
