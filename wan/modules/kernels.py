@@ -396,15 +396,16 @@ def rotate_halves(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (xf * cos + rotated * sin).astype(x.dtype)
 
 
-def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: np.ndarray,
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Union[np.ndarray, Tensor],
                      softmax_scale: Optional[float] = None) -> Tensor:
     """Scaled dot-product attention with an explicit boolean mask and grouped-query heads.
 
     Args:
         q: [B, Lq, N, D]; k, v: [B, Lk, Nkv, D] with N a multiple of Nkv (query head h reads key/value head
             h // (N / Nkv), as in Hugging Face's ``repeat_kv``).
-        mask: numpy bool [B, Lq, Lk], True where the query may attend the key. Every row must allow at least
-            one key (the caller lets padded query rows see themselves), so no backend meets an empty row.
+        mask: bool [B, Lq, Lk] (numpy, or a bool Tensor to upload it once for many layers), True where the query
+            may attend the key. Every row must allow at least one key (the caller lets padded query rows see
+            themselves), so no backend meets an empty row; numpy masks are checked.
         softmax_scale: defaults to 1/sqrt(D).
     Returns:
         [B, Lq, N, D] in the dtype of q.
@@ -412,32 +413,32 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: np.ndarray,
     b, lq, n, d = q.shape
     lk, nkv = k.shape[1], k.shape[2]
     assert n % nkv == 0, f"{n} query heads are not a multiple of {nkv} key/value heads"
-    assert mask.shape == (b, lq, lk), f"mask shape {mask.shape} != {(b, lq, lk)}"
-    assert mask.any(-1).all(), "a query row with no visible key"
+    assert tuple(mask.shape) == (b, lq, lk), f"mask shape {tuple(mask.shape)} != {(b, lq, lk)}"
+    if isinstance(mask, np.ndarray):
+        assert mask.any(-1).all(), "a query row with no visible key"
+        mask = Tensor(np.ascontiguousarray(mask, dtype=np.bool_))
     scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
     if backend() == "ascend":
-        # Documented contract of flash_attention_score: BSND layout, key heads N2 with N1 % N2 == 0 (GQA), a
-        # uint8 attn_mask of shape [B, 1, S1, S2] where 1 DISCARDS a position, half-precision inputs.
+        # Documented contract of flash_attention_score: BSND layout, key heads N2 a factor of N1 (GQA), an
+        # attn_mask of shape [B, 1, S1, S2] where 1 DISCARDS a position, half-precision inputs.
         out_dtype = q.dtype
         half = q.dtype if q.dtype in (ms.float16, ms.bfloat16) else ms.bfloat16
-        discard = Tensor(np.ascontiguousarray(~mask[:, None]).astype(np.uint8))
+        discard = ops.logical_not(mask).astype(ms.uint8).reshape(b, 1, lq, lk)
         out = ops.flash_attention_score(q.astype(half), k.astype(half), v.astype(half), n, attn_mask=discard,
                                         input_layout="BSND", scalar_value=scale, sparse_mode=0)
         return out.astype(out_dtype)
     rep = n // nkv
     # Group the query heads by their key/value head instead of repeating k and v: [B, Nkv, rep * Lq, D].
-    qh = q.astype(ms.float32).reshape(b, lq, nkv, rep, d).transpose(0, 2, 3, 1, 4).reshape(b, nkv, rep * lq, d)
-    kh = k.astype(ms.float32).transpose(0, 2, 1, 3)  # [B, Nkv, Lk, D]
-    vh = v.astype(ms.float32).transpose(0, 2, 1, 3)
-    keep = Tensor(np.ascontiguousarray(np.broadcast_to(mask[:, None, None], (b, 1, rep, lq, lk)))
-                  .reshape(b, 1, rep * lq, lk))
-    scores = _matmul_nt(qh.reshape(b * nkv, rep * lq, d), kh.reshape(b * nkv, lk, d)).reshape(b, nkv, rep * lq, lk)
+    qh = q.astype(ms.float32).reshape(b, lq, nkv, rep, d).transpose(0, 2, 3, 1, 4).reshape(b * nkv, rep * lq, d)
+    kh = k.astype(ms.float32).transpose(0, 2, 1, 3).reshape(b * nkv, lk, d)
+    vh = v.astype(ms.float32).transpose(0, 2, 1, 3).reshape(b * nkv, lk, d)
+    scores = _matmul_nt(qh, kh).reshape(b, nkv, rep, lq, lk) * scale
+    keep = ops.broadcast_to(mask.reshape(b, 1, 1, lq, lk), scores.shape)
     # A finite fill (not -inf) keeps softmax NaN-free; masked weights still underflow to exactly 0.
-    scores = ops.select(ops.broadcast_to(keep, scores.shape), scores * scale,
-                        ops.fill(ms.float32, scores.shape, -3.0e38))
-    out = ops.matmul(ops.softmax(scores, -1), vh)  # [B, Nkv, rep * Lq, D]
-    out = out.reshape(b, nkv, rep, lq, d).transpose(0, 3, 1, 2, 4).reshape(b, lq, n, d)
-    return out.astype(q.dtype)
+    scores = ops.select(keep, scores, ops.fill(ms.float32, scores.shape, -3.0e38))
+    probs = ops.softmax(scores, -1).reshape(b * nkv, rep * lq, lk)
+    out = ops.matmul(probs, vh).reshape(b, nkv, rep, lq, d)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, lq, n, d).astype(q.dtype)
 
 
 def gelu_erf(x: Tensor) -> Tensor:

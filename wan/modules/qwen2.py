@@ -258,9 +258,9 @@ class Qwen2Attention(nn.Cell):
         self.v_proj = K.Linear(dim, self.num_kv_heads * self.head_dim, bias=True, dtype=dtype)
         self.o_proj = K.Linear(self.num_heads * self.head_dim, dim, bias=False, dtype=dtype)
 
-    def construct(self, x: Tensor, cos: Tensor, sin: Tensor, mask: np.ndarray, cache: Optional[KVCache],
+    def construct(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: Optional[KVCache],
                   layer: int) -> Tensor:
-        """x [B, L, C]; cos/sin [B, L, 1, D]; mask bool [B, L, Lcache + L] -> [B, L, C]."""
+        """x [B, L, C]; cos/sin [B, L, 1, D]; mask bool Tensor [B, L, Lcache + L] -> [B, L, C]."""
         b, l, _ = x.shape
         q = K.rotate_halves(self.q_proj(x).reshape(b, l, self.num_heads, self.head_dim), cos, sin)
         k = K.rotate_halves(self.k_proj(x).reshape(b, l, self.num_kv_heads, self.head_dim), cos, sin)
@@ -295,7 +295,7 @@ class Qwen2Model(nn.Cell):
         self.layers = nn.CellList([Qwen2DecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers)])
         self.norm = K.RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
-    def construct(self, embeds: Tensor, cos: Tensor, sin: Tensor, mask: np.ndarray,
+    def construct(self, embeds: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
                   cache: Optional[KVCache] = None) -> Tensor:
         """embeds [B, L, C] -> normalised hidden states [B, L, C]."""
         x = embeds
@@ -445,7 +445,9 @@ class Qwen2ForCausalLM(nn.Cell):
                       cache: Optional[KVCache] = None) -> Tensor:
         """embeds [B, L, C]; mask [B, Lcache + L] (1 = token); positions int [B, L] -> final hidden [B, L, C]."""
         cos, sin = rope_cos_sin(positions, self._inv_freq)
-        return self.model(embeds, cos, sin, decoder_mask(mask, embeds.shape[1]), cache)
+        allowed = decoder_mask(mask, embeds.shape[1])
+        assert allowed.any(-1).all()
+        return self.model(embeds, cos, sin, Tensor(allowed), cache)  # uploaded once for all layers
 
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden [B, L, C] -> float32 logits [B, L, V]."""

@@ -291,26 +291,36 @@ def rope_index(input_ids: np.ndarray, mask: np.ndarray, grid: Optional[np.ndarra
     return pos, deltas
 
 
-def _segment_attention(q: Tensor, k: Tensor, v: Tensor, cu: np.ndarray) -> Tensor:
-    """Bidirectional attention inside each segment [cu[i], cu[i+1]) of a packed sequence.
+class SegmentPlan:
+    """How to run bidirectional attention inside each segment [cu[i], cu[i+1]) of a packed sequence of S tokens.
 
-    q, k, v: [S, N, D] -> [S, N, D]. Segments of equal length run as one batch (a gathered [G, len, N, D]), so a
-    720p image's ~80 windows cost a handful of attention calls, not one per window.
+    Segments of equal length run as one batch (gathered to [G, len, N, D]), so a 720p image's ~80 windows cost a
+    handful of attention calls rather than one per window; the gather indices are uploaded once per image batch
+    and reused by every block.
     """
-    lens = np.diff(cu)
-    if len(lens) == 1:
-        return K.attention(q[None], k[None], v[None])[0]
-    outs, order = [], []
-    for n in np.unique(lens):
-        starts = cu[:-1][lens == n]
-        idx = (starts[:, None] + np.arange(n)[None]).reshape(-1)
-        t = Tensor(idx.astype(np.int32))
-        g = len(starts)
-        qg, kg, vg = (ops.gather(x, t, 0).reshape(g, int(n), x.shape[1], x.shape[2]) for x in (q, k, v))
-        outs.append(K.attention(qg, kg, vg).reshape(g * int(n), q.shape[1], q.shape[2]))
-        order.append(idx)
-    inverse = np.argsort(np.concatenate(order), kind="stable")
-    return ops.gather(ops.cat(outs, 0), Tensor(inverse.astype(np.int32)), 0)
+
+    def __init__(self, cu: np.ndarray):
+        lens = np.diff(cu)
+        self.single = len(lens) == 1
+        self.groups: List[Tuple[Tensor, int, int]] = []  # (token indices [G * len], G, len)
+        order = []
+        if not self.single:
+            for n in np.unique(lens):
+                starts = cu[:-1][lens == n]
+                idx = (starts[:, None] + np.arange(n)[None]).reshape(-1)
+                self.groups.append((Tensor(idx.astype(np.int32)), len(starts), int(n)))
+                order.append(idx)
+            self.inverse = Tensor(np.argsort(np.concatenate(order), kind="stable").astype(np.int32))
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q, k, v: [S, N, D] -> [S, N, D]."""
+        if self.single:
+            return K.attention(q[None], k[None], v[None])[0]
+        outs = []
+        for idx, g, n in self.groups:
+            qg, kg, vg = (ops.gather(x, idx, 0).reshape(g, n, x.shape[1], x.shape[2]) for x in (q, k, v))
+            outs.append(K.attention(qg, kg, vg).reshape(g * n, q.shape[1], q.shape[2]))
+        return ops.gather(ops.cat(outs, 0), self.inverse, 0)
 
 
 # ------------------------------------------------------------------------------------------- vision cells
@@ -358,13 +368,13 @@ class VisionAttention(nn.Cell):
         self.qkv = K.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=True, dtype=dtype)
         self.proj = K.Linear(cfg.hidden_size, cfg.hidden_size, bias=True, dtype=dtype)
 
-    def construct(self, x: Tensor, cos: Tensor, sin: Tensor, cu: np.ndarray) -> Tensor:
-        """x [S, C]; cos/sin [1, S, 1, D]; cu: segment boundaries -> [S, C]."""
+    def construct(self, x: Tensor, cos: Tensor, sin: Tensor, plan: SegmentPlan) -> Tensor:
+        """x [S, C]; cos/sin [1, S, 1, D]; plan: which tokens attend to which -> [S, C]."""
         s = x.shape[0]
         qkv = self.qkv(x).reshape(s, 3, self.num_heads, self.head_dim)
         q = K.rotate_halves(qkv[:, 0][None], cos, sin)[0]
         k = K.rotate_halves(qkv[:, 1][None], cos, sin)[0]
-        out = _segment_attention(q, k, qkv[:, 2], cu)
+        out = plan.attention(q, k, qkv[:, 2])
         return self.proj(out.reshape(s, self.num_heads * self.head_dim))
 
 
@@ -376,8 +386,8 @@ class VisionBlock(nn.Cell):
         self.attn = VisionAttention(cfg, dtype)
         self.mlp = VisionMLP(cfg.hidden_size, cfg.intermediate_size, dtype)
 
-    def construct(self, x, cos, sin, cu):
-        x = x + self.attn(self.norm1(x), cos, sin, cu)
+    def construct(self, x, cos, sin, plan):
+        x = x + self.attn(self.norm1(x), cos, sin, plan)
         return x + self.mlp(self.norm2(x))
 
 
@@ -436,9 +446,10 @@ class Qwen2_5_VisionTransformer(nn.Cell):
         cos, sin = Tensor(np.cos(emb).astype(np.float32)), Tensor(np.sin(emb).astype(np.float32))
         per_frame = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
         cu_full = np.concatenate([[0], np.cumsum(per_frame)]).astype(np.int64)
+        full, windows = SegmentPlan(cu_full), SegmentPlan(cu_windows)
         x = ops.gather(self.patch_embed(pixels), Tensor(patch_order.astype(np.int32)), 0)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cu_full if i in cfg.fullatt_block_indexes else cu_windows)
+            x = block(x, cos, sin, full if i in cfg.fullatt_block_indexes else windows)
         merged = self.merger(x)
         return ops.gather(merged, Tensor(np.argsort(order).astype(np.int32)), 0)
 
