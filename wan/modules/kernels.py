@@ -453,3 +453,22 @@ def gelu_erf(x: Tensor) -> Tensor:
 def embedding(weight: Tensor, ids: Tensor) -> Tensor:
     """Rows of ``weight`` [V, C] picked by integer ``ids`` [...] -> [..., C] (a gather with CPU kernels)."""
     return ops.gather(weight, ids, 0)
+
+
+def linear_2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """x [..., in] @ weight[out, in].T + bias [out], as one 2-D matmul of the flattened rows.
+
+    Same contract as :func:`linear`. On the reference path it avoids the batched matmul's expanded weight, which
+    MindSpore's CPU backend materialises as a copy: for the few rows of a decoding step (one token) that copy
+    dominates (a 151936 x 896 vocabulary projection: 190 ms batched vs 70 ms here; equal at 400 rows).
+    """
+    if backend() == "ascend":
+        return ops.dense(x, weight, bias)
+    lead = x.shape[:-1]
+    y = _matmul_2d_nt()(x.reshape(-1, x.shape[-1]), weight).reshape(*lead, weight.shape[0])
+    return y if bias is None else y + bias
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_2d_nt():
+    return ops.MatMul(transpose_b=True)

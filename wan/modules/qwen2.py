@@ -220,6 +220,15 @@ class KVCache:
 
 # -------------------------------------------------------------------------------------------------- cells
 
+class Linear(K.Linear):
+    """:class:`kernels.Linear` computed with :func:`kernels.linear_2d` (decoding multiplies one row at a time)."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        w = self.weight if self.weight_provider is None else self.weight_provider(self.weight)
+        b = self.bias
+        return K.linear_2d(x.astype(w.dtype), w, b)
+
+
 class Embedding(nn.Cell):
     """Token embedding ``weight`` [V, C] (PyTorch's layout)."""
 
@@ -237,9 +246,9 @@ class Qwen2MLP(nn.Cell):
 
     def __init__(self, dim: int, hidden: int, dtype=ms.float32):
         super().__init__()
-        self.gate_proj = K.Linear(dim, hidden, bias=False, dtype=dtype)
-        self.up_proj = K.Linear(dim, hidden, bias=False, dtype=dtype)
-        self.down_proj = K.Linear(hidden, dim, bias=False, dtype=dtype)
+        self.gate_proj = Linear(dim, hidden, bias=False, dtype=dtype)
+        self.up_proj = Linear(dim, hidden, bias=False, dtype=dtype)
+        self.down_proj = Linear(hidden, dim, bias=False, dtype=dtype)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.down_proj(K.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -253,10 +262,10 @@ class Qwen2Attention(nn.Cell):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, \
             cfg.head_dim
         dim = cfg.hidden_size
-        self.q_proj = K.Linear(dim, self.num_heads * self.head_dim, bias=True, dtype=dtype)
-        self.k_proj = K.Linear(dim, self.num_kv_heads * self.head_dim, bias=True, dtype=dtype)
-        self.v_proj = K.Linear(dim, self.num_kv_heads * self.head_dim, bias=True, dtype=dtype)
-        self.o_proj = K.Linear(self.num_heads * self.head_dim, dim, bias=False, dtype=dtype)
+        self.q_proj = Linear(dim, self.num_heads * self.head_dim, bias=True, dtype=dtype)
+        self.k_proj = Linear(dim, self.num_kv_heads * self.head_dim, bias=True, dtype=dtype)
+        self.v_proj = Linear(dim, self.num_kv_heads * self.head_dim, bias=True, dtype=dtype)
+        self.o_proj = Linear(self.num_heads * self.head_dim, dim, bias=False, dtype=dtype)
 
     def construct(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: Optional[KVCache],
                   layer: int) -> Tensor:
@@ -407,7 +416,7 @@ class Qwen2ForCausalLM(nn.Cell):
         self.dtype = dtype
         self.generation = generation or GenerationDefaults(eos_token_id=cfg.eos_token_id)
         self.model = Qwen2Model(cfg, dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else K.Linear(cfg.hidden_size, cfg.vocab_size, bias=False,
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False,
                                                                       dtype=dtype)
         self._inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta)
 
@@ -452,7 +461,7 @@ class Qwen2ForCausalLM(nn.Cell):
     def logits(self, hidden: Tensor) -> Tensor:
         """hidden [B, L, C] -> float32 logits [B, L, V]."""
         w = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return K.linear(hidden.astype(w.dtype), w).astype(ms.float32)
+        return K.linear_2d(hidden.astype(w.dtype), w).astype(ms.float32)
 
     def construct(self, input_ids, attention_mask=None, position_ids=None) -> Tensor:
         """Logits of every position.

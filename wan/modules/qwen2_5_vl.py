@@ -24,7 +24,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from . import kernels as K
-from .qwen2 import (GenerationDefaults, KVCache, Qwen2Config, Qwen2ForCausalLM, _as_ids, default_dtype,
+from .qwen2 import (GenerationDefaults, KVCache, Linear, Qwen2Config, Qwen2ForCausalLM, _as_ids, default_dtype,
                     load_weights, positions_from_mask, read_hf_folder)
 
 __all__ = ["VisionConfig", "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VisionTransformer",
@@ -336,7 +336,7 @@ class _PatchConv(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         """x [S, C*T*P*P] (the processor's flattening, channel slowest) -> [S, E]."""
         w = self.weight.reshape(self.weight.shape[0], -1)
-        return K.linear(x.astype(w.dtype), w)
+        return K.linear_2d(x.astype(w.dtype), w)
 
 
 class VisionPatchEmbed(nn.Cell):
@@ -353,9 +353,9 @@ class VisionMLP(nn.Cell):
 
     def __init__(self, dim: int, hidden: int, dtype):
         super().__init__()
-        self.gate_proj = K.Linear(dim, hidden, bias=True, dtype=dtype)
-        self.up_proj = K.Linear(dim, hidden, bias=True, dtype=dtype)
-        self.down_proj = K.Linear(hidden, dim, bias=True, dtype=dtype)
+        self.gate_proj = Linear(dim, hidden, bias=True, dtype=dtype)
+        self.up_proj = Linear(dim, hidden, bias=True, dtype=dtype)
+        self.down_proj = Linear(hidden, dim, bias=True, dtype=dtype)
 
     def construct(self, x):
         return self.down_proj(K.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -365,8 +365,8 @@ class VisionAttention(nn.Cell):
     def __init__(self, cfg: VisionConfig, dtype):
         super().__init__()
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.qkv = K.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=True, dtype=dtype)
-        self.proj = K.Linear(cfg.hidden_size, cfg.hidden_size, bias=True, dtype=dtype)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=True, dtype=dtype)
+        self.proj = Linear(cfg.hidden_size, cfg.hidden_size, bias=True, dtype=dtype)
 
     def construct(self, x: Tensor, cos: Tensor, sin: Tensor, plan: SegmentPlan) -> Tensor:
         """x [S, C]; cos/sin [1, S, 1, D]; plan: which tokens attend to which -> [S, C]."""
@@ -403,8 +403,8 @@ class PatchMerger(nn.Cell):
         super().__init__()
         self.group = cfg.hidden_size * cfg.spatial_merge_size ** 2
         self.ln_q = K.RMSNorm(cfg.hidden_size, 1e-6, dtype)
-        self.mlp = nn.CellList([K.Linear(self.group, self.group, bias=True, dtype=dtype), _GELU(),
-                                K.Linear(self.group, cfg.out_hidden_size, bias=True, dtype=dtype)])
+        self.mlp = nn.CellList([Linear(self.group, self.group, bias=True, dtype=dtype), _GELU(),
+                                Linear(self.group, cfg.out_hidden_size, bias=True, dtype=dtype)])
 
     def construct(self, x: Tensor) -> Tensor:
         """x [S, C] -> [S / merge^2, out_hidden]."""
