@@ -380,7 +380,8 @@ def load_weights(cell: nn.Cell, reader, dtype, skip: Sequence[str] = (), rename=
     missing = sorted(set(params) - set(mapping))
     unexpected = sorted(mapping[n] for n in set(mapping) - set(params))
     misshaped = [f"{mapping[n]}: checkpoint {tuple(reader.shape(mapping[n]))} vs model {tuple(params[n].shape)}"
-                 for n in sorted(set(params) & set(mapping)) if tuple(reader.shape(mapping[n])) != tuple(params[n].shape)]
+                 for n in sorted(set(params) & set(mapping))
+                 if tuple(reader.shape(mapping[n])) != tuple(params[n].shape)]
     if missing or unexpected or misshaped:
         parts = [f"{reader.path}: the weights do not match the config:"]
         if missing:

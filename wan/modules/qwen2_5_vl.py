@@ -24,7 +24,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from . import kernels as K
-from .qwen2 import (GenerationDefaults, KVCache, Linear, Qwen2Config, Qwen2ForCausalLM, _as_ids, default_dtype,
+from .qwen2 import (GenerationDefaults, Linear, Qwen2Config, Qwen2ForCausalLM, _as_ids, default_dtype,
                     load_weights, positions_from_mask, read_hf_folder)
 
 __all__ = ["VisionConfig", "Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VisionTransformer",
