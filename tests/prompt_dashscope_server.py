@@ -13,18 +13,15 @@ It speaks the wire format the ``dashscope`` SDK (1.24.x) uses, read from the SDK
   to ``upload_host`` (here ``/oss`` on this server); the SDK then sends ``oss://<upload_dir>/<file name>`` in the
   message with the header ``X-DashScope-OssResourceResolve: enable``.
 
-Behaviour is scripted per endpoint: a queue of actions ("ok", "status", "sleep"); with the queue empty it
-answers ``ok``. Every request is recorded (path, headers, JSON body, uploaded files).
+Behaviour is scripted per endpoint: a queue of actions, one per request ("ok", "status", "sleep"); with the
+queue empty it answers ``ok``. Every request is recorded (path, headers, JSON body, uploaded files).
 """
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
 import uuid
-from email.parser import BytesParser
-from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -56,7 +53,7 @@ class FakeDashScope:
 
     def then(self, kind: str, *actions):
         """Queue ``actions`` for endpoint ``kind`` ("text" | "vl" | "oss"): ("ok",), ("ok", text),
-        ("status", code, error_code, message), ("sleep", seconds) (sleeps, then takes the next action)."""
+        ("status", code, error_code, message), ("sleep", seconds[, text]) (answers ok after a delay)."""
         with self.lock:
             self.script[kind].extend(actions)
         return self
@@ -126,9 +123,9 @@ class FakeDashScope:
                 "x_oss_forbid_overwrite": "true"}})
         record["body"] = json.loads(raw.decode("utf-8"))
         action = self._next_action(kind)
-        while action[0] == "sleep":
+        if action[0] == "sleep":  # a slow answer (the client gives up first in the timeout test)
             time.sleep(action[1])
-            action = self._next_action(kind)
+            action = ("ok",) + tuple(action[2:])
         if action[0] == "status":
             return self._send(h, action[1], {"request_id": _rid(), "code": action[2], "message": action[3]})
         text = action[1] if len(action) > 1 else self.answer
@@ -142,15 +139,7 @@ class FakeDashScope:
         action = self._next_action("oss")
         if action[0] == "status":
             return self._send(h, action[1], {"code": action[2], "message": action[3]})
-        msg = BytesParser(policy=email_policy).parse(
-            io.BytesIO(b"Content-Type: " + h.headers["Content-Type"].encode() + b"\r\n\r\n" + raw))
-        fields, data = {}, None
-        for part in msg.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if part.get_filename() is not None:
-                data = part.get_payload(decode=True)
-            else:
-                fields[name] = part.get_content().strip()
+        fields, data = _parse_multipart(raw, h.headers["Content-Type"])
         record["body"] = fields
         with self.lock:
             self.uploads[fields["key"]] = data
@@ -167,6 +156,25 @@ class FakeDashScope:
             h.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             pass
+
+
+def _parse_multipart(raw: bytes, content_type: str):
+    """multipart/form-data body -> ({field: text}, file bytes). Byte-exact (email's parser rewrites CRLFs)."""
+    boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
+    fields, data = {}, None
+    for part in raw.split(b"--" + boundary)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, body = part[2:].partition(b"\r\n\r\n")  # part = CRLF headers CRLF CRLF body CRLF
+        body = body[:-2]
+        disposition = next(line for line in head.decode().split("\r\n")
+                           if line.lower().startswith("content-disposition"))
+        params = dict(p.strip().split("=", 1) for p in disposition.split(";")[1:])
+        if "filename" in params:
+            data = body
+        else:
+            fields[params["name"].strip('"')] = body.decode()
+    return fields, data
 
 
 def _rid() -> str:
