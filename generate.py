@@ -159,7 +159,8 @@ def _check_local_model_kind(path: str, with_image: bool) -> None:
     """A local folder's config.json must be a Qwen model, a vision-language one when there is an image."""
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
-        return  # resolve_qwen_model decides what a usable folder is
+        raise ValueError(f"--prompt_extend_model {path!r} has no config.json: not a Hugging Face model folder; pass "
+                         f"a Qwen2.5(-VL)-Instruct folder as downloaded (config.json, tokenizer, *.safetensors)")
     try:
         with open(config_file, encoding="utf-8") as f:
             model_type = str(json.load(f).get("model_type", ""))
@@ -204,16 +205,19 @@ def _validate_prompt_extension(args, task: TaskConfig) -> None:
         if importlib.util.find_spec("dashscope") is None:
             raise ValueError(f"--prompt_extend_method dashscope needs the dashscope SDK: {SDK_HINT}")
         return
-    if model is not None and _looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
-        raise ValueError(f"--prompt_extend_model {model!r} does not exist; pass a local Qwen2.5(-VL) folder, a "
-                         f"cached hub id such as Qwen/Qwen2.5-7B-Instruct, or an alias (Qwen2.5_7B, QwenVL2.5_7B)")
+    if model is not None and _looks_like_path(model):
+        model = os.path.expanduser(model)
+        if not os.path.isdir(model):
+            raise ValueError(f"--prompt_extend_model {model!r} does not exist; pass a local Qwen2.5(-VL) folder, "
+                             f"a cached hub id such as Qwen/Qwen2.5-7B-Instruct, or an alias (Qwen2.5_7B, "
+                             f"QwenVL2.5_7B)")
+    if model is not None and os.path.isdir(model):
+        _check_local_model_kind(model, with_image)
     try:
         from wan.prompt.qwen import resolve_qwen_model
     except ImportError as e:
         raise ValueError(f"--prompt_extend_method local_qwen is not available in this installation ({e}); use "
                          f"--prompt_extend_method dashscope") from e
-    if model is not None and _looks_like_path(model):
-        model = os.path.expanduser(model)
     args.prompt_extend_model = resolve_qwen_model(model, task.name, with_image)
     if os.path.isdir(args.prompt_extend_model):
         _check_local_model_kind(args.prompt_extend_model, with_image)
