@@ -124,7 +124,8 @@ def test_msrun_rank0_extends_and_every_rank_uses_its_answer(server, tmp_path, ca
                                     "--ulysses_size", "2", "--use_prompt_extend", "--prompt_extend_method",
                                     "dashscope", "--save_file", dist)
     logs = [_log(log_dir, r) for r in range(2)]
-    assert code == 0, f"msrun failed ({seconds:.0f}s):\n{logs[0][-3000:]}\n{logs[1][-3000:]}"
+    assert code == 0, (f"msrun failed ({seconds:.0f}s):\n{logs[0][-3000:]}\n{logs[1][-3000:]}\n"
+                       f"{_log(log_dir, 'scheduler')[-2000:]}")
     assert len(server.calls("text")) == 1  # rank 0 only
     assert f"extended prompt: {ANSWER}" in logs[0] and "ulysses 2" in logs[0]
     assert KEY not in logs[0] + logs[1] + _log(log_dir, "scheduler")
