@@ -408,7 +408,13 @@ def main(argv=None) -> int:
         args.base_seed = parallel.share(args.base_seed)
     task = args.task_config
     paths = output_paths(args)  # named after the user's prompts
-    prompts = extend_prompts(args, parallel, world_size) if args.use_prompt_extend else args.prompts
+    prompts = args.prompts
+    if args.use_prompt_extend:
+        try:
+            prompts = extend_prompts(args, parallel, world_size)
+        except ValueError as e:  # a local model folder that cannot be used: the message names the fix
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     dit_dtype = getattr(ms, task.param_dtype) if args.convert_model_dtype else ms.float32
     log.info("task %s, size %s, %d frames, %s x %d steps, shift %s, guide %s, seed %d", task.name, args.size,
              args.frame_num, args.sample_solver, args.sample_steps, args.sample_shift, args.guide, args.base_seed)
