@@ -74,6 +74,31 @@ def test_prompt_file_extends_each_prompt_and_i2v_extends_an_empty_prompt(server,
     assert len(server.uploads) == 1 and read_video(str(i2v))[0].shape[0] == 5
 
 
+@pytest.mark.parametrize("task, image, lang, endpoint, variant, model", [
+    ("t2v-A14B", False, "zh", "text", ("t2v", "zh"), "qwen-plus"),
+    ("i2v-A14B", True, "en", "vl", ("i2v", "en"), "qwen-vl-max"),
+    ("ti2v-5B", False, "en", "text", ("t2v", "en"), "qwen-plus"),
+    ("ti2v-5B", True, "zh", "vl", ("i2v", "zh"), "qwen-vl-max"),
+])
+def test_each_task_asks_the_right_model_with_the_right_system_prompt(server, task, image, lang, endpoint, variant,
+                                                                      model):
+    """The flags as generate.py validates them, then rank 0's extension step (no video: the routing only)."""
+    from wan.pipeline import ParallelHooks
+
+    argv = ["--task", task, "--prompt", "a cat on a skateboard", "--use_prompt_extend", "--prompt_extend_method",
+            "dashscope", "--prompt_extend_target_lang", lang]
+    if image:
+        argv += ["--image", os.path.join(ROOT, "examples", "i2v_input.png")]
+    args = generate.validate(generate.parse_args(argv))
+    args.base_seed = 9
+    assert generate.extend_prompts(args, ParallelHooks()) == [ANSWER.replace("\n", "\\n")]
+    (req,) = server.calls(endpoint)
+    assert len(server.requests) == (3 if image else 1)  # an image adds the upload-policy and upload requests
+    system = req["body"]["input"]["messages"][0]["content"]
+    assert (system[0]["text"] if image else system) == SYSTEM_PROMPTS[variant]
+    assert req["body"]["model"] == model and req["body"]["parameters"]["seed"] == 9
+
+
 def _qwen_folder(tmp_path, model_type):
     folder = tmp_path / f"model_{model_type}"
     folder.mkdir()
