@@ -24,6 +24,7 @@ from wan.configs import LIGHTNING_DEFAULTS, TASKS, TaskConfig, get_task
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TINY_DIR = os.path.join(ROOT, "examples", "tiny")
 SOLVERS = ("unipc", "dpm++", "euler")
+PROMPT_EXTEND_METHODS = ("dashscope", "local_qwen")
 EXAMPLE_PROMPT = {
     "t2v-A14B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
     "i2v-A14B": ("Summer beach vacation style, a white cat wearing sunglasses sits on a surfboard. The fluffy-furred "
@@ -79,6 +80,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae_tiled", action="store_true", help="decode/encode in spatial tiles to bound VAE memory")
     p.add_argument("--device_target", default=None, choices=["CPU", "Ascend"],
                    help="MindSpore device (default: Ascend if available, else CPU)")
+    g = p.add_argument_group("prompt extension (rank 0 rewrites each prompt with a language model before "
+                             "generating)")
+    g.add_argument("--use_prompt_extend", action="store_true", help="extend the prompt(s) before generating")
+    g.add_argument("--prompt_extend_method", default="local_qwen",
+                   help=f"{' or '.join(PROMPT_EXTEND_METHODS)}: the DashScope API (needs DASH_API_KEY; DASH_API_URL "
+                        f"sets the endpoint) or a local Qwen2.5 / Qwen2.5-VL model (default local_qwen)")
+    g.add_argument("--prompt_extend_model", default=None,
+                   help="dashscope: a model name (default qwen-plus, qwen-vl-max with an image); local_qwen: a "
+                        "folder, a hub id in the local cache, or an alias (Qwen2.5_3B, Qwen2.5_7B, Qwen2.5_14B, "
+                        "QwenVL2.5_3B, QwenVL2.5_7B)")
+    g.add_argument("--prompt_extend_target_lang", default="zh",
+                   help="language of the extended prompt: zh or en (default zh)")
+    g.add_argument("--prompt_extend_system_prompt", default=None, metavar="FILE",
+                   help="a UTF-8 text file with the system prompt to use instead of the built-in one")
     return p.parse_args(argv)
 
 
@@ -134,6 +149,80 @@ def _default_name(args, prompt: str, suffix: str) -> str:
     return f"{args.task}_{args.size}_{args.ulysses_size}_{short}_{stamp}{suffix}"
 
 
+def _looks_like_path(name: str) -> bool:
+    """A --prompt_extend_model value meant as a folder (not an alias or an "org/name" hub id)."""
+    return (name.startswith(("/", "./", "../", "~")) or name.endswith("/") or name.count("/") > 1
+            or os.sep != "/" and os.sep in name)
+
+
+def _check_local_model_kind(path: str, with_image: bool) -> None:
+    """A local folder's config.json must be a Qwen model, a vision-language one when there is an image."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"--prompt_extend_model {path!r} has no config.json: not a Hugging Face model folder; pass "
+                         f"a Qwen2.5(-VL)-Instruct folder as downloaded (config.json, tokenizer, *.safetensors)")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            model_type = str(json.load(f).get("model_type", ""))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--prompt_extend_model {path!r}: config.json cannot be read ({e})") from e
+    if not model_type.startswith("qwen2"):
+        raise ValueError(f"--prompt_extend_model {path!r} is a {model_type or 'unknown'!r} model, not Qwen2.5 / "
+                         f"Qwen2.5-VL; pass a Qwen2.5(-VL)-Instruct folder")
+    if with_image and "vl" not in model_type:
+        raise ValueError(f"--prompt_extend_model {path!r} is a text-only Qwen model ({model_type}), but this "
+                         f"request has an image; pass a Qwen2.5-VL folder or alias (QwenVL2.5_3B, QwenVL2.5_7B)")
+
+
+def _validate_prompt_extension(args, task: TaskConfig) -> None:
+    """Check the prompt-extension flags and resolve the model, before anything is loaded."""
+    args.extend_system_prompt = None
+    if not args.use_prompt_extend:
+        return
+    from wan.prompt.system_prompts import LANGS, read_system_prompt
+
+    method = args.prompt_extend_method
+    if method not in PROMPT_EXTEND_METHODS:
+        raise ValueError(f"--prompt_extend_method {method!r} is unknown; choose one of "
+                         f"{', '.join(PROMPT_EXTEND_METHODS)}")
+    if args.prompt_extend_target_lang not in LANGS:
+        raise ValueError(f"--prompt_extend_target_lang {args.prompt_extend_target_lang!r} is not supported; choose "
+                         f"one of {', '.join(LANGS)}")
+    with_image = args.image_pil is not None
+    if not with_image and any(not p.strip() for p in args.prompts):
+        raise ValueError(f"{task.name}: an empty prompt can only be extended from an image (i2v-A14B, or ti2v-5B "
+                         f"with --image); write a prompt for the extension to start from")
+    if args.prompt_extend_system_prompt is not None:
+        args.extend_system_prompt = read_system_prompt(args.prompt_extend_system_prompt)
+    model = args.prompt_extend_model
+    if method == "dashscope":
+        import importlib.util
+
+        from wan.prompt.dashscope import SDK_HINT, check_dashscope_model, dashscope_api_key
+
+        dashscope_api_key()
+        args.prompt_extend_model = check_dashscope_model(model, with_image)
+        if importlib.util.find_spec("dashscope") is None:
+            raise ValueError(f"--prompt_extend_method dashscope needs the dashscope SDK: {SDK_HINT}")
+        return
+    if model is not None and _looks_like_path(model):
+        model = os.path.expanduser(model)
+        if not os.path.isdir(model):
+            raise ValueError(f"--prompt_extend_model {model!r} does not exist; pass a local Qwen2.5(-VL) folder, "
+                             f"a cached hub id such as Qwen/Qwen2.5-7B-Instruct, or an alias (Qwen2.5_7B, "
+                             f"QwenVL2.5_7B)")
+    if model is not None and os.path.isdir(model):
+        _check_local_model_kind(model, with_image)
+    try:
+        from wan.prompt.qwen import resolve_qwen_model
+    except ImportError as e:
+        raise ValueError(f"--prompt_extend_method local_qwen is not available in this installation ({e}); use "
+                         f"--prompt_extend_method dashscope") from e
+    args.prompt_extend_model = resolve_qwen_model(model, task.name, with_image)
+    if os.path.isdir(args.prompt_extend_model):
+        _check_local_model_kind(args.prompt_extend_model, with_image)
+
+
 def validate(args, world_size: int = 1) -> argparse.Namespace:
     """Check every input and fill defaults, before anything heavy is imported or loaded."""
     from wan.pipeline import check_checkpoint_dir
@@ -185,6 +274,7 @@ def validate(args, world_size: int = 1) -> argparse.Namespace:
     args.geometry = get_builder(task).geometry(args.size_wh, args.frame_num, args.image_pil)
 
     args.prompts = _read_prompts(args)
+    _validate_prompt_extension(args, task)
     if args.save_file is not None:
         from wan.utils.media import check_output_path
         args.save_file = check_output_path(args.save_file)
@@ -237,6 +327,49 @@ def dit_geometry(args) -> tuple:
     return config.get("num_heads", 16), args.geometry.tokens(task.patch_size)
 
 
+def make_prompt_expander(args):
+    """The expander for the validated flags (called on rank 0 only; the local model is loaded here)."""
+    kind, with_image = args.task_config.kind, args.image_pil is not None
+    if args.prompt_extend_method == "dashscope":
+        from wan.prompt.dashscope import DashScopePromptExpander
+
+        return DashScopePromptExpander(kind, is_vl=with_image, model_name=args.prompt_extend_model)
+    from wan.prompt.qwen import QwenPromptExpander
+
+    return QwenPromptExpander(args.prompt_extend_model, kind, with_image)
+
+
+def extend_prompts(args, parallel, world_size: int = 1) -> list:
+    """Every prompt of the request, extended on rank 0 and shared, so all ranks condition on the same text.
+
+    A failed extension gives back the original prompt (the expander logs why). The expander, and with it a local
+    model, is dropped before returning, so its memory is free before the pipeline loads.
+    """
+    import gc
+
+    extended = None
+    if parallel.is_main:
+        log.info("extending %d prompt(s) with %s (%s), target language %s", len(args.prompts),
+                 args.prompt_extend_method, args.prompt_extend_model, args.prompt_extend_target_lang)
+        t0 = time.perf_counter()
+        expander = make_prompt_expander(args)
+        extended = []
+        for prompt in args.prompts:
+            out = expander(prompt, tar_lang=args.prompt_extend_target_lang, image=args.image_pil,
+                           seed=args.base_seed, system_prompt=args.extend_system_prompt)
+            extended.append(out.prompt)
+        del expander
+        gc.collect()
+        log.info("prompt extension took %.1fs", time.perf_counter() - t0)
+    if world_size > 1:  # like the seed: rank 0's strings on every rank, or the ranks' text conditions disagree
+        extended = parallel.share(extended)
+    if parallel.is_main:
+        for prompt in extended:
+            log.info("extended prompt: %s", prompt)
+            print(f"extended prompt: {prompt}", flush=True)
+    return extended
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from wan.distributed import launch_info
@@ -274,6 +407,14 @@ def main(argv=None) -> int:
     if world_size > 1:  # every rank must use rank 0's seed, or the Ulysses shards of the noise disagree
         args.base_seed = parallel.share(args.base_seed)
     task = args.task_config
+    paths = output_paths(args)  # named after the user's prompts
+    prompts = args.prompts
+    if args.use_prompt_extend:
+        try:
+            prompts = extend_prompts(args, parallel, world_size)
+        except ValueError as e:  # a local model folder that cannot be used: the message names the fix
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     dit_dtype = getattr(ms, task.param_dtype) if args.convert_model_dtype else ms.float32
     log.info("task %s, size %s, %d frames, %s x %d steps, shift %s, guide %s, seed %d", task.name, args.size,
              args.frame_num, args.sample_solver, args.sample_steps, args.sample_shift, args.guide, args.base_seed)
@@ -282,7 +423,7 @@ def main(argv=None) -> int:
                        t5_cpu=args.t5_cpu, lora_dir=args.lora_dir, lora_scale=args.lora_scale, parallel=parallel,
                        vae_tiled=args.vae_tiled)
     log.info("pipeline ready in %.1fs", time.perf_counter() - t0)
-    for prompt, path in zip(args.prompts, output_paths(args)):
+    for prompt, path in zip(prompts, paths):
         log.info("prompt: %s", prompt)
         t0 = time.perf_counter()
         video = pipe.generate(prompt, size=args.size_wh, frame_num=args.frame_num, shift=args.sample_shift,
