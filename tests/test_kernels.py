@@ -90,6 +90,34 @@ def test_patch_embed_equals_strided_convolution():
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def _np_conv3d(x, w, b, stride, pads):
+    """Direct convolution: np.pad with (t_front, t_back, h_top, h_bottom, w_left, w_right), then a sliding window."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), pads[0:2], pads[2:4], pads[4:6]))
+    kt, kh, kw = w.shape[2:]
+    st, sh, sw = stride
+    ot, oh, ow = ((xp.shape[2] - kt) // st + 1, (xp.shape[3] - kh) // sh + 1, (xp.shape[4] - kw) // sw + 1)
+    out = np.zeros((x.shape[0], w.shape[0], ot, oh, ow))
+    for t in range(ot):
+        for i in range(oh):
+            for j in range(ow):
+                win = xp[:, :, t * st:t * st + kt, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                out[:, :, t, i, j] = np.einsum("bcpqr,ocpqr->bo", win, w) + b
+    return out
+
+
+@pytest.mark.parametrize("stride, pads", [((1, 1, 1), (2, 0, 1, 1, 1, 1)), ((1, 2, 2), (2, 0, 0, 1, 1, 0)),
+                                          ((1, 1, 1), (1, 1, 1, 1, 1, 1))])
+def test_conv3d_with_per_side_padding_matches_numpy(stride, pads):
+    # The causal VAE pads time at the front only; the CPU path pads inside the Conv3D primitive.
+    x = RNG.standard_normal((1, 3, 4, 5, 6)).astype(np.float32)
+    w = RNG.standard_normal((2, 3, 3, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(2).astype(np.float32)
+    out = K.conv3d(Tensor(x), Tensor(w), Tensor(b), stride, pads).asnumpy()
+    ref = _np_conv3d(x, w, b, stride, pads)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_linear_matches_numpy():
     lin = K.Linear(6, 4)
     x = RNG.standard_normal((2, 3, 6)).astype(np.float32)

@@ -163,9 +163,9 @@ class CausalConv3d(nn.Cell):
         if cache_x is not None and time_pad > 0:
             x = ops.cat([cache_x.astype(x.dtype), x], 2)
             time_pad -= cache_x.shape[2]
-        if time_pad > 0:
-            x = K.zero_pad(x, (0, 0, 0, 0, time_pad, 0))
-        return K.conv3d(x, self.weight, self.bias, self.stride, self.spatial_padding)
+        _, ph, pw = self.spatial_padding
+        # Front-only time padding and symmetric spatial padding, inside the convolution (no padded copy).
+        return K.conv3d(x, self.weight, self.bias, self.stride, (max(time_pad, 0), 0, ph, ph, pw, pw))
 
     def cached(self, x: Tensor, cache: FeatureCache) -> Tensor:
         """Run on one chunk, using and updating this layer's slot in ``cache`` (official feat_cache step)."""
