@@ -268,9 +268,9 @@ class WanPipeline:
         on_ascend = kernels.backend() == "ascend"
         if dit_dtype is None:
             dit_dtype = ms.float32
+        dit_values = dit_dtype  # --convert_model_dtype: every DiT value rounded to it (official model.to(bf16))
         if dit_dtype != ms.float32 and not on_ascend:
-            raise ValueError(f"DiT dtype {dit_dtype} cannot be computed on CPU (no bf16/fp16 arithmetic); drop "
-                             f"--convert_model_dtype on CPU")
+            dit_dtype = ms.float32  # CPU has no bf16 arithmetic: bf16 values, float32 storage and compute
         if t5_cpu and self.parallel.t5_shard is not None:
             raise ValueError("--t5_cpu and --t5_zero3 exclude each other: choose where T5 lives")
         self.offload = Offloader(offload_model)
@@ -305,13 +305,17 @@ class WanPipeline:
         roles = ("high_noise", "low_noise") if task.two_experts else ("dit",)
         for role in roles:
             t0 = time.perf_counter()
-            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard)
+            lora = None
+            if role in lora_files:  # merged while loading: float32 base + delta, then one rounding
+                from wan.checkpoint.lora import LoraDeltas
+                lora = LoraDeltas(lora_files[role], scale=lora_scale)
+            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard,
+                                             value_dtype=dit_values, deltas=lora)
+            if lora is not None:
+                lora.close()
+                log.info("merged LoRA %s into %s (%d weights)", lora_files[role], role, len(lora.applied))
             if on_ascend:  # the official pipeline computes under bf16 autocast whatever the storage dtype
                 model.set_compute_dtype(getattr(ms, task.param_dtype))
-            if role in lora_files:
-                from wan.checkpoint.lora import merge_lora
-                merge_lora(model, lora_files[role], scale=lora_scale, shard=self.parallel.dit_shard)
-                log.info("merged LoRA %s into %s", lora_files[role], role)
             if self.parallel.prepare_dit is not None:
                 model = self.parallel.prepare_dit(model)
             self.experts[role] = Expert(model=model, guide_scale=0.0, name=role)
