@@ -273,7 +273,9 @@ class WanPipeline:
             dit_dtype = ms.float32  # CPU has no bf16 arithmetic: bf16 values, float32 storage and compute
         if t5_cpu and self.parallel.t5_shard is not None:
             raise ValueError("--t5_cpu and --t5_zero3 exclude each other: choose where T5 lives")
-        self.offload = Offloader(offload_model)
+        # the official init_on_cpu: one device without ZeRO3 / Ulysses keeps only the expert in use resident
+        self.offload = Offloader(offload_model, swap_experts=self.parallel.dit_shard is None and
+                                 self.parallel.t5_shard is None and self.parallel.sequence_multiple == 1)
 
         t0 = time.perf_counter()
         t5_path = _resolve(files["t5"])
@@ -320,7 +322,7 @@ class WanPipeline:
                 model = self.parallel.prepare_dit(model)
             self.experts[role] = Expert(model=model, guide_scale=0.0, name=role)
             log.info("DiT %s loaded in %.1fs", role, time.perf_counter() - t0)
-            self.offload.use(None, model)
+            self.offload.add_expert(model)
         self.lora = bool(lora_files)
 
     # ------------------------------------------------------------------------------------ conditions
