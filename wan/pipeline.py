@@ -269,6 +269,8 @@ class WanPipeline:
         if dit_dtype is None:
             dit_dtype = ms.float32
         dit_values = dit_dtype  # --convert_model_dtype: every DiT value rounded to it (official model.to(bf16))
+        if self.parallel.dit_shard is not None and on_ascend:  # FSDP MixedPrecision(bf16): every value is bf16
+            dit_values = getattr(ms, task.param_dtype)
         if dit_dtype != ms.float32 and not on_ascend:
             dit_dtype = ms.float32  # CPU has no bf16 arithmetic: bf16 values, float32 storage and compute
         if t5_cpu and self.parallel.t5_shard is not None:
