@@ -283,7 +283,12 @@ class WanPipeline:
         t5_path = _resolve(files["t5"])
         t5_args = dict(text_len=task.text_len, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
                        config=infer_t5_config(t5_path))
-        if t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
+        comm = getattr(self.parallel, "world_comm", None)
+        if t5_cpu and comm is not None and comm.size > 1:  # one T5 for the job, on rank 0; embeddings broadcast
+            from .placement.t5_cpu import CpuTextEncoder, SharedTextEncoder
+            self.text_encoder = SharedTextEncoder(comm, lambda: CpuTextEncoder(**t5_args) if on_ascend else
+                                                  T5EncoderModel(**t5_args, dtype=None))
+        elif t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
             from .placement.t5_cpu import CpuTextEncoder
             self.text_encoder = CpuTextEncoder(**t5_args)
         else:
