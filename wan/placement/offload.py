@@ -1,7 +1,17 @@
 """Where the networks live on one device: the official residency rules (``--offload_model``, ``init_on_cpu``)."""
 from __future__ import annotations
 
-from typing import Dict, Set
+import logging
+from typing import Dict, List, Set, Tuple
+
+log = logging.getLogger(__name__)
+
+
+def _device_bytes() -> int:
+    """Bytes the runtime counts as held by tensors on the device (``mindspore.runtime.memory_allocated``)."""
+    import mindspore as ms
+
+    return int(ms.runtime.memory_allocated())
 
 
 class Offloader:
@@ -25,11 +35,22 @@ class Offloader:
         self.device = "Ascend" if ms.get_context("device_target") == "Ascend" else "CPU"
         self.on_device: Dict[int, bool] = {}
         self.experts: Set[int] = set()
+        self.swaps: List[Tuple[str, int, int]] = []  # Ascend: (network, parameter bytes, device bytes freed)
 
     def _move(self, cell, to_device: bool) -> None:
         target = self.device if to_device else "CPU"
+        counted = self.device == "Ascend" and not to_device
+        before = _device_bytes() if counted else 0
         for p in cell.get_parameters():
             p.set_data(p.move_to(target))
+        if counted:  # the runtime's counter must drop by about the parameters' size, or nothing was freed
+            freed, held = before - _device_bytes(), sum(int(p.size) * int(p.itemsize) for p in cell.get_parameters())
+            self.swaps.append((type(cell).__name__, held, freed))
+            log.info("offload: %s to host, %.1f MB of parameters, device memory freed %.1f MB", type(cell).__name__,
+                     held / 2 ** 20, freed / 2 ** 20)
+            if held and freed < held // 2:
+                log.warning("offload: moving %s to the host freed only %.1f of %.1f MB of device memory",
+                            type(cell).__name__, freed / 2 ** 20, held / 2 ** 20)
 
     def _to(self, cell, resident: bool) -> None:
         if self.on_device.get(id(cell), True) != resident:
