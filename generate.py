@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample_guide_scale", default=None,
                    help="classifier-free guidance scale, one value or low,high for the two A14B experts")
     p.add_argument("--convert_model_dtype", action="store_true",
-                   help="store the DiT in the task's param dtype (bf16; Ascend only)")
+                   help="round every DiT parameter to the task's param dtype (bf16), as the official model.to(bf16); "
+                        "on CPU the values are rounded and computed in float32")
     p.add_argument("--lora_dir", default=None, help="LoRA folder (Wan2.2-Lightning layout); switches sampling to "
                                                     "the Lightning defaults (euler, 4 steps, shift 5, guide 1)")
     p.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength")

@@ -91,7 +91,8 @@ def _write_lora(folder, ckpt, rank=2, seed=0):
         save_file(tensors, os.path.join(folder, f"{expert}.safetensors"))
 
 
-def test_lora_dir_applies_lightning_defaults_and_changes_output(tmp_path):
+def test_lora_dir_applies_lightning_defaults(tmp_path):
+    # The merged result itself is checked in test_lora_generate.py (against a checkpoint merged by hand).
     lora = tmp_path / "lora"
     _write_lora(str(lora), os.path.join(TINY, "t2v-A14B"))
     args = generate.validate(generate.parse_args(["--task", "t2v-A14B", "--lora_dir", str(lora)]))
@@ -99,27 +100,6 @@ def test_lora_dir_applies_lightning_defaults_and_changes_output(tmp_path):
     args = generate.validate(generate.parse_args(["--task", "t2v-A14B", "--lora_dir", str(lora),
                                                   "--sample_steps", "6"]))
     assert args.sample_steps == 6 and args.sample_solver == "euler"  # user value kept, rest Lightning
-
-    with_lora, without = tmp_path / "lora.mp4", tmp_path / "base.mp4"
-    common = ["--task", "t2v-A14B", "--frame_num", "5", "--base_seed", "3", "--sample_solver", "euler",
-              "--sample_steps", "4", "--sample_shift", "5", "--sample_guide_scale", "1.0"]
-    assert run(common + ["--lora_dir", str(lora), "--save_file", str(with_lora)]) == 0
-    assert run(common + ["--save_file", str(without)]) == 0
-    a, b = read_video(str(with_lora))[0], read_video(str(without))[0]
-    assert a.shape == b.shape == (5, 64, 64, 3)
-    assert not np.array_equal(a, b)
-
-
-def test_offload_on_and_off_give_identical_video():
-    from wan.pipeline import WanPipeline
-
-    task = get_task("t2v-A14B")
-    videos = []
-    for offload in (False, True):
-        pipe = WanPipeline(task, os.path.join(TINY, "t2v-A14B"), offload_model=offload)
-        videos.append(pipe.generate("a red ball", size=(64, 64), frame_num=5, shift=12.0, sampling_steps=3,
-                                    guide_scale=(3.0, 4.0), seed=11, progress=False))
-    assert np.array_equal(videos[0], videos[1])
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -1,5 +1,8 @@
 """The reference (CPU) kernels against numpy, and the backend switch."""
 import math
+import re
+
+import mindspore as ms
 
 import numpy as np
 import pytest
@@ -135,30 +138,63 @@ def test_backend_choice():
 def test_ascend_attention_glue_with_a_stand_in_kernel(monkeypatch):
     """The Ascend branch's own logic (ragged keys per sample, layout, scale, dtypes) around the fused kernel.
 
-    ``ops.flash_attention_score`` has no CPU kernel, so a numpy stand-in with its BSND contract replaces it;
-    this checks everything the branch does except the kernel itself.
+    ``ops.flash_attention_score`` has no CPU kernel: tests/ascend_standins.py replaces it with a stand-in that
+    first enforces the op's documented contract (argument names against the installed signature, fp16/bf16,
+    layout, D a multiple of 16 and <= 512, head_num == N) and then computes in float32.
     """
     from mindspore import ops
 
-    calls = []
+    from ascend_standins import FlashAttentionStandIn
 
-    def fake_fused(q, k, v, head_num, input_layout, scalar_value):
-        assert input_layout == "BSND" and head_num == q.shape[2]
-        calls.append(tuple(k.shape))
-        qn, kn, vn = (t.asnumpy().astype(np.float32) for t in (q, k, v))
-        s = np.einsum("bqnd,bknd->bnqk", qn, kn) * scalar_value
-        p = np.exp(s - s.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        return Tensor(np.einsum("bnqk,bknd->bqnd", p, vn).astype(np.float16))
-
-    monkeypatch.setattr(ops, "flash_attention_score", fake_fused)
+    fused = FlashAttentionStandIn()
+    monkeypatch.setattr(ops, "flash_attention_score", fused)
     K.set_backend("ascend")
-    q, k, v = (RNG.standard_normal((2, l, 2, 8)).astype(np.float16) for l in (3, 6, 6))
+    q, k, v = (RNG.standard_normal((2, l, 2, 16)).astype(np.float16) for l in (3, 6, 6))
     out = K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[6, 2])
-    assert calls == [(1, 6, 2, 8), (1, 2, 2, 8)]  # each sample sees only its valid keys
+    assert [c[2] for c in fused.calls] == [(1, 6, 2, 16), (1, 2, 2, 16)]  # each sample sees only its valid keys
     assert out.dtype == Tensor(q).dtype
     ref = _np_attention(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), [6, 2])
     np.testing.assert_allclose(out.asnumpy().astype(np.float32), ref, rtol=2e-3, atol=2e-3)
-    calls.clear()
+    fused.calls.clear()
     K.attention(Tensor(q), Tensor(k), Tensor(v), k_lens=[6, 6])  # all keys valid: one fused call
-    assert calls == [(2, 6, 2, 8)]
+    assert [c[2] for c in fused.calls] == [(2, 6, 2, 16)]
+    # float32 inputs go to the kernel as bf16 (the kernel takes half precision only)
+    fused.calls.clear()
+    K.attention(Tensor(q.astype(np.float32)), Tensor(k.astype(np.float32)), Tensor(v.astype(np.float32)))
+    assert fused.calls[0][3] == ms.bfloat16
+
+
+def test_attention_stand_in_enforces_the_fused_contract():
+    """Each documented constraint of ops.flash_attention_score is refused, naming the op and the constraint."""
+    from ascend_standins import ContractError, FlashAttentionStandIn
+
+    fused = FlashAttentionStandIn()
+    half = lambda *s: Tensor(RNG.standard_normal(s).astype(np.float16))  # noqa: E731
+    q = half(1, 4, 2, 16)
+    cases = [
+        (lambda: fused(q, q, q, 2, input_layout="BSND", scale=0.25), "arguments do not match"),
+        (lambda: fused(q.astype(ms.float32), q, q, 2, input_layout="BSND"), "query dtype Float32"),
+        (lambda: fused(q, q.astype(ms.bfloat16), q, 2, input_layout="BSND"), "dtypes differ"),
+        (lambda: fused(q, q, q, 2, input_layout="BLND"), "input_layout 'BLND'"),
+        (lambda: fused(q, q, q, 3, input_layout="BSND"), "head_num=3 but query has N1=2"),
+        (lambda: fused(half(1, 4, 2, 24), half(1, 4, 2, 24), half(1, 4, 2, 24), 2, input_layout="BSND"),
+         "head size D=24 must be a multiple of 16"),
+        (lambda: fused(half(1, 2, 1, 528), half(1, 2, 1, 528), half(1, 2, 1, 528), 1, input_layout="BSND"),
+         "head size D=528 must be a multiple of 16 and at most 512"),
+        (lambda: fused(half(1, 4, 3, 16), half(1, 4, 2, 16), half(1, 4, 2, 16), 3, input_layout="BSND"),
+         "N2=2 is not a factor of N1=3"),
+        (lambda: fused(q, q, q, 2, input_layout="BSND", keep_prob=0.9), "keep_prob=1.0"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ContractError, match="ops.flash_attention_score: .*" + re.escape(message)):
+            call()
+    assert fused.calls == []
+    out = fused(q, q, q, 2, input_layout="BSND", scalar_value=0.25)  # a valid call computes
+    assert out.dtype == ms.float16 and fused.calls
+
+
+def test_ascend_attention_refuses_head_sizes_the_kernel_cannot_take(monkeypatch):
+    K.set_backend("ascend")
+    x = Tensor(RNG.standard_normal((1, 3, 2, 8)).astype(np.float16))
+    with pytest.raises(ValueError, match="head size 8 is not supported by ops.flash_attention_score"):
+        K.attention(x, x, x)

@@ -210,18 +210,27 @@ class WanPipeline:
         on_ascend = kernels.backend() == "ascend"
         if dit_dtype is None:
             dit_dtype = ms.float32
+        dit_values = dit_dtype  # --convert_model_dtype: every DiT value rounded to it (official model.to(bf16))
+        if self.parallel.dit_shard is not None and on_ascend:  # FSDP MixedPrecision(bf16): every value is bf16
+            dit_values = getattr(ms, task.param_dtype)
         if dit_dtype != ms.float32 and not on_ascend:
-            raise ValueError(f"DiT dtype {dit_dtype} cannot be computed on CPU (no bf16/fp16 arithmetic); drop "
-                             f"--convert_model_dtype on CPU")
+            dit_dtype = ms.float32  # CPU has no bf16 arithmetic: bf16 values, float32 storage and compute
         if t5_cpu and self.parallel.t5_shard is not None:
             raise ValueError("--t5_cpu and --t5_zero3 exclude each other: choose where T5 lives")
-        self.offload = Offloader(offload_model)
+        # the official init_on_cpu: one device without ZeRO3 / Ulysses keeps only the expert in use resident
+        self.offload = Offloader(offload_model, swap_experts=self.parallel.dit_shard is None and
+                                 self.parallel.t5_shard is None and self.parallel.sequence_multiple == 1)
 
         t0 = time.perf_counter()
         t5_path = _resolve(files["t5"])
         t5_args = dict(text_len=task.text_len, checkpoint_path=t5_path, tokenizer_path=files["tokenizer"],
                        config=infer_t5_config(t5_path))
-        if t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
+        comm = getattr(self.parallel, "world_comm", None)
+        if t5_cpu and comm is not None and comm.size > 1:  # one T5 for the job, on rank 0; embeddings broadcast
+            from .placement.t5_cpu import CpuTextEncoder, SharedTextEncoder
+            self.text_encoder = SharedTextEncoder(comm, lambda: CpuTextEncoder(**t5_args) if on_ascend else
+                                                  T5EncoderModel(**t5_args, dtype=None))
+        elif t5_cpu and on_ascend:  # a CPU worker process; on a CPU target the encoder is on the CPU already
             from .placement.t5_cpu import CpuTextEncoder
             self.text_encoder = CpuTextEncoder(**t5_args)
         else:
@@ -247,18 +256,22 @@ class WanPipeline:
         roles = ("high_noise", "low_noise") if task.two_experts else ("dit",)
         for role in roles:
             t0 = time.perf_counter()
-            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard)
+            lora = None
+            if role in lora_files:  # merged while loading: float32 base + delta, then one rounding
+                from wan.checkpoint.lora import LoraDeltas
+                lora = LoraDeltas(lora_files[role], scale=lora_scale)
+            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard,
+                                             value_dtype=dit_values, deltas=lora)
+            if lora is not None:
+                lora.close()
+                log.info("merged LoRA %s into %s (%d weights)", lora_files[role], role, len(lora.applied))
             if on_ascend:  # the official pipeline computes under bf16 autocast whatever the storage dtype
                 model.set_compute_dtype(getattr(ms, task.param_dtype))
-            if role in lora_files:
-                from wan.checkpoint.lora import merge_lora
-                merge_lora(model, lora_files[role], scale=lora_scale, shard=self.parallel.dit_shard)
-                log.info("merged LoRA %s into %s", lora_files[role], role)
             if self.parallel.prepare_dit is not None:
                 model = self.parallel.prepare_dit(model)
             self.experts[role] = Expert(model=model, guide_scale=0.0, name=role)
             log.info("DiT %s loaded in %.1fs", role, time.perf_counter() - t0)
-            self.offload.use(None, model)
+            self.offload.add_expert(model)
         self.lora = bool(lora_files)
 
     # ------------------------------------------------------------------------------------ conditions

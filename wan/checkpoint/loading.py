@@ -99,7 +99,7 @@ def read_param(reader, key, our_dtype, rows=None):
     return cast_array(raw, src, our_dtype)
 
 
-def load_into_cell(cell, source, network="dit", strict=True, dtype=None, shard=None):
+def load_into_cell(cell, source, network="dit", strict=True, dtype=None, shard=None, value_dtype=None, deltas=None):
     """Load checkpoint `source` into `cell`'s parameters, mapping names with the network's KeyMap.
 
     Args:
@@ -108,22 +108,31 @@ def load_into_cell(cell, source, network="dit", strict=True, dtype=None, shard=N
         network: KeyMap name: "dit", "t5", "vae2_1", "vae2_2", "s2v".
         strict: missing, unexpected or mis-shaped keys raise CheckpointError listing each (with both
             shapes). With strict=False the matching subset is loaded and the rest reported.
-        dtype: parameter dtype to load into ("bf16"/"fp16"/"fp32"); default: each parameter's current
-            dtype. Parameters in the KeyMap's keep_fp32 stay float32 either way.
+        dtype: parameter (storage) dtype to load into ("bf16"/"fp16"/"fp32"); default: each parameter's
+            current dtype. Parameters in the KeyMap's keep_fp32 are stored in float32 either way.
         shard: optional (rank, world_size). Each parameter chosen by sharding.zero3_slice is read from disk
             as only this rank's rows, and the cell's Parameter is REPLACED by one of the shard's shape
             ([rows/world_size, ...]); replicated parameters load in full. The ZeRO3 wrapper gathers later.
+        value_dtype: round EVERY parameter's values to this dtype, keep_fp32 ones included, whatever the
+            storage dtype: the official ``model.to(bf16)`` of ``--convert_model_dtype`` rounds the
+            modulation tensors too. With a float32 storage this is bf16 values computed in float32 (CPU).
+        deltas: optional object with ``bind({name: full shape}) -> callable(name, rows)`` returning a float32
+            array or None (a LoRA: ``lora.LoraDeltas``): added to the checkpoint's values in float32 before
+            the one rounding to ``value_dtype`` / the storage dtype; ``rows`` is the ZeRO3 row slice or None.
     Returns:
         LoadReport.
     """
     reader = open_checkpoint(source)
     target = canonical_dtype(dtype) if dtype is not None else None
+    rounding = canonical_dtype(value_dtype) if value_dtype is not None else None
     keymap = get_keymap(network)
     params = {name: p for name, p in cell.parameters_and_names()}
     shapes = {name: tuple(p.shape) for name, p in params.items()}
     matched, missing, unexpected, misshaped = plan_load(reader, shapes, network)
     if misshaped or (strict and (missing or unexpected)):
         raise CheckpointError(_mismatch_message(reader.path, network, missing, unexpected, misshaped))
+    if deltas is not None:
+        deltas = deltas.bind(shapes)  # a LoRA that does not fit fails here, before any weight is read
     import mindspore as ms
 
     report = LoadReport(missing=missing, unexpected=unexpected)
@@ -131,8 +140,16 @@ def load_into_cell(cell, source, network="dit", strict=True, dtype=None, shard=N
         param = params[name]
         want = keymap.param_dtype(name, target or ms_dtype_name(param.dtype))
         rows = zero3_slice(shapes[name], *shard) if shard is not None else None
-        array = read_param(reader, key, want, rows=rows)
-        fresh = reader.fresh_arrays or reader.dtype(key) != want
+        delta = deltas(name, rows) if deltas is not None else None
+        if delta is None and rounding in (None, want):  # one conversion, straight to the storage dtype
+            array = read_param(reader, key, want, rows=rows)
+            fresh = reader.fresh_arrays or reader.dtype(key) != want
+        else:  # float32 first, then exactly one rounding (to value_dtype, else the storage dtype)
+            array = read_param(reader, key, "float32", rows=rows)
+            if delta is not None:
+                array = array + delta  # a fresh array; never in place into the reader's memory
+            array = cast_array(cast_array(array, "float32", rounding or want), rounding or want, want)
+            fresh = True
         if ms_dtype_name(param.dtype) != want:
             param.set_dtype(getattr(ms, want))
         param.set_data(to_ms_tensor(array, want, share=fresh), slice_shape=rows is not None)

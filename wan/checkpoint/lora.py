@@ -181,19 +181,18 @@ def merge_lora(target, lora_path, scale=1.0, shard=None):
     return sorted(changed)
 
 
-def _merge_pair(reader, tgt, weight, parts, scale, shard):
+def _pair_delta(reader, parts, scale, full_shape, weight):
+    """float32 scale * (alpha / rank) * up @ down, reshaped to the parameter's full shape."""
     down = reader.read(parts["down"]).astype(np.float32)
     up = reader.read(parts["up"]).astype(np.float32)
-    full_shape = (up.shape[0],) + tgt.shape(weight)[1:] if up.ndim else ()
     rank = down.shape[0] if down.ndim else 0
+    shape = (up.shape[0],) + tuple(full_shape)[1:] if up.ndim else ()
     ok = (down.ndim >= 2 and up.ndim >= 2 and up.shape[1] == rank and all(d == 1 for d in up.shape[2:])
-          and int(np.prod(down.shape[1:])) == int(np.prod(full_shape[1:])))
-    if ok and shard is None:
-        ok = full_shape == tgt.shape(weight)
+          and int(np.prod(down.shape[1:])) == int(np.prod(shape[1:])) and tuple(shape) == tuple(full_shape))
     if not ok:
         raise CheckpointError(
             f"{reader.path}: LoRA {parts['down']!r} {tuple(down.shape)} / {parts['up']!r} {tuple(up.shape)} does not "
-            f"fit parameter {weight!r} of shape {tgt.shape(weight)}; is this a LoRA for another model?")
+            f"fit parameter {weight!r} of shape {tuple(full_shape)}; is this a LoRA for another model?")
     alpha = float(rank)
     if "alpha" in parts:
         alpha_arr = reader.read(parts["alpha"])
@@ -201,8 +200,15 @@ def _merge_pair(reader, tgt, weight, parts, scale, shard):
             raise CheckpointError(f"{reader.path}: {parts['alpha']!r} should be a scalar, has shape {alpha_arr.shape}")
         alpha = float(alpha_arr.reshape(-1)[0])
     factor = np.float32(scale * alpha / rank)
-    delta = factor * (up.reshape(up.shape[0], rank) @ down.reshape(rank, -1))
-    _add_delta(reader, tgt, weight, delta.reshape(full_shape), parts["down"], shard)
+    return (factor * (up.reshape(up.shape[0], rank) @ down.reshape(rank, -1))).reshape(shape)
+
+
+def _merge_pair(reader, tgt, weight, parts, scale, shard):
+    have = tgt.shape(weight)
+    # with shard, the target holds rows: the full shape is (up rows, the rest of the shard's shape)
+    up_rows = reader.shape(parts["up"])[0] if len(reader.shape(parts["up"])) else 0
+    full = (up_rows,) + tuple(have)[1:] if shard is not None else tuple(have)
+    _add_delta(reader, tgt, weight, _pair_delta(reader, parts, scale, full, weight), parts["down"], shard)
 
 
 def _add_delta(reader, tgt, name, delta, key, shard):
@@ -215,3 +221,69 @@ def _add_delta(reader, tgt, name, delta, key, shard):
         raise CheckpointError(f"{reader.path}: {key!r} gives a delta of shape {tuple(delta.shape)} for {name!r} of "
                               f"shape {have}; is this a LoRA for another model?")
     tgt.set(name, tgt.get(name) + delta)
+
+
+class LoraDeltas:
+    """A LoRA as per-parameter float32 deltas, merged while the checkpoint loads.
+
+    ``load_into_cell(cell, path, deltas=LoraDeltas(lora_path, scale))`` adds each delta to the checkpoint's
+    value in float32 and rounds the sum once to the parameter's dtype: the rule "merge into float32 weights,
+    then cast once". (Merging after a bf16 load would round the base weight twice: once when loading, once
+    after the merge.) Works with ZeRO3 row shards: each rank receives the delta rows of its shard only.
+    """
+
+    def __init__(self, lora_path, scale=1.0):
+        self.path = lora_path
+        self.scale = float(scale)
+        self.reader = None
+        self.targets = {}  # parameter name -> [(kind, parts)]
+        self.shapes = {}
+        self.applied = []
+
+    def bind(self, param_shapes):
+        """Check the LoRA against the cell's {name: full shape} (every key must fit); -> self (the callable)."""
+        self.reader = open_checkpoint(self.path)
+        self.shapes = dict(param_shapes)
+        for module, parts in parse_lora(self.reader, self.shapes).items():
+            if "down" in parts:
+                self.targets.setdefault(module + ".weight", []).append(("pair", parts))
+            if "diff" in parts:
+                self.targets.setdefault(module + ".weight", []).append(("diff", parts))
+            if "diff_b" in parts:
+                self.targets.setdefault(module + ".bias", []).append(("diff_b", parts))
+        for name in self.targets:  # shape errors before any weight is read
+            for kind, parts in self.targets[name]:
+                if kind == "pair":
+                    down, up = self.reader.shape(parts["down"]), self.reader.shape(parts["up"])
+                    if len(up) < 2 or up[0] != self.shapes[name][0] or len(down) < 2 or down[0] != up[1] or \
+                            int(np.prod(down[1:])) != int(np.prod(self.shapes[name][1:])):
+                        raise CheckpointError(
+                            f"{self.path}: LoRA {parts['down']!r} {tuple(down)} / {parts['up']!r} {tuple(up)} does "
+                            f"not fit parameter {name!r} of shape {self.shapes[name]}; is this a LoRA for another "
+                            f"model?")
+                elif tuple(self.reader.shape(parts[kind])) != tuple(self.shapes[name]):
+                    raise CheckpointError(f"{self.path}: {parts[kind]!r} has shape {self.reader.shape(parts[kind])}"
+                                          f" but {name!r} has shape {self.shapes[name]}")
+        return self
+
+    def __call__(self, name, rows=None):
+        """float32 delta for parameter ``name`` (only ``rows`` of it when given), or None."""
+        if name not in self.targets:
+            return None
+        total = None
+        for kind, parts in self.targets[name]:
+            if kind == "pair":
+                d = _pair_delta(self.reader, parts, self.scale, self.shapes[name], name)
+            else:
+                d = self.reader.read(parts[kind]).astype(np.float32) * np.float32(self.scale)
+            total = d if total is None else total + d
+        self.applied.append(name)
+        return total if rows is None else total[rows]
+
+    def names(self):
+        return sorted(self.targets)
+
+    def close(self):
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

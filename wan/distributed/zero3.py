@@ -27,7 +27,7 @@ from wan.checkpoint.sharding import zero3_shard_shape, zero3_slice
 from ..modules import kernels
 from .comm import Communicator
 
-__all__ = ["apply_zero3", "Zero3Summary", "VocabParallelEmbedding", "parameter_bytes"]
+__all__ = ["apply_zero3", "Zero3Summary", "VocabParallelEmbedding", "parameter_bytes", "model_param_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,30 @@ class Zero3Summary:
 
 
 class _RowGather:
-    """weight_provider for a Linear: the full [out, in] weight from every rank's [out/N, in] rows."""
+    """weight_provider for a Linear: the full [out, in] weight from every rank's [out/N, in] rows.
 
-    def __init__(self, comm: Communicator):
+    With a ``dtype`` the shard is cast to it BEFORE the gather, as FSDP's ``MixedPrecision(param_dtype=bf16)``
+    does: the wire carries bf16 (half the bytes of float32 storage) and the layer computes with bf16 values,
+    whatever the storage dtype (a float32 island then widens them again, exactly).
+    """
+
+    def __init__(self, comm: Communicator, dtype=None):
         self.comm = comm
+        self.dtype = dtype
 
     def __call__(self, shard: Tensor) -> Tensor:
+        if self.dtype is not None and shard.dtype != self.dtype:
+            shard = shard.astype(self.dtype)
         return self.comm.all_gather(shard, 0)
+
+
+def model_param_dtype(cell: nn.Cell):
+    """The dtype the cell's matmuls run in (``WanModel.set_compute_dtype``: bf16 on Ascend), or None when it
+    computes in its storage dtype. The float32 islands (fixed compute dtype) do not count."""
+    for _, sub in cell.cells_and_names():
+        if isinstance(sub, kernels.Linear) and not sub.fixed_compute_dtype and sub.compute_dtype is not None:
+            return sub.compute_dtype
+    return None
 
 
 class VocabParallelEmbedding(nn.Cell):
@@ -104,7 +121,7 @@ def _direct_params(sub: nn.Cell) -> List[Tuple[str, Parameter]]:
 
 
 def apply_zero3(cell: nn.Cell, comm: Communicator,
-                vocab_parallel_min_elements: int = VOCAB_PARALLEL_MIN_ELEMENTS) -> Zero3Summary:
+                vocab_parallel_min_elements: int = VOCAB_PARALLEL_MIN_ELEMENTS, param_dtype="auto") -> Zero3Summary:
     """Make a shard-loaded Cell compute like the unsharded one, gathering weights just in time.
 
     Args:
@@ -112,6 +129,9 @@ def apply_zero3(cell: nn.Cell, comm: Communicator,
             holds only its rows). A Cell loaded whole is accepted too: its weights are cut to this rank's rows
             here (the full copy is freed, but it existed once, so prefer shard-aware loading).
         comm: the ranks that share the weights (all of them).
+        param_dtype: the dtype weights are gathered and computed in, whatever their storage dtype (official
+            FSDP ``MixedPrecision(param_dtype=bf16)``); "auto" = ``model_param_dtype(cell)`` (bf16 on Ascend,
+            None on CPU: there the storage dtype, float32, is kept). Parameters gathered once are rounded to it.
     Returns:
         Zero3Summary. The cell is changed in place; parameter names stay the same.
 
@@ -123,6 +143,8 @@ def apply_zero3(cell: nn.Cell, comm: Communicator,
     if getattr(cell, "_zero3_comm", None) is not None:
         raise ValueError("apply_zero3 was already applied to this cell; apply it once")
     rank, world = comm.rank, comm.size
+    if isinstance(param_dtype, str) and param_dtype == "auto":
+        param_dtype = model_param_dtype(cell)
     swaps = []
     for prefix, sub in cell.cells_and_names():
         for attr, param in _direct_params(sub):
@@ -149,13 +171,14 @@ def apply_zero3(cell: nn.Cell, comm: Communicator,
                                  f"shard {zero3_shard_shape(full, rank, world)} for world size {world}; load the "
                                  f"checkpoint with shard=({rank}, {world})")
             if isinstance(sub, kernels.Linear):
-                sub.weight_provider = _RowGather(comm)
+                sub.weight_provider = _RowGather(comm, param_dtype)
                 summary.gathered_per_call.append(name)
             elif _is_lookup(sub) and int(np.prod(full)) >= vocab_parallel_min_elements:
                 swaps.append((prefix, sub, rows.start))
                 summary.vocab_parallel.append(name)
             else:
-                param.set_data(comm.all_gather(param, 0), slice_shape=True)
+                part = param if param_dtype is None or param.dtype == param_dtype else param.astype(param_dtype)
+                param.set_data(comm.all_gather(part, 0).astype(param.dtype), slice_shape=True)
                 summary.replicated.append(name)
     for prefix, sub, start in swaps:
         _replace_child(cell, prefix, VocabParallelEmbedding(sub.weight, sub.num, start, comm))

@@ -283,7 +283,8 @@ def _lengths(k_lens: Union[None, Sequence[int], np.ndarray, Tensor], batch: int,
     return None if (lens == lk).all() else lens
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optional[float] = None) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optional[float] = None,
+              exact_fp32: bool = False) -> Tensor:
     """Multi-head scaled dot-product attention without a causal mask.
 
     Args:
@@ -291,6 +292,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optio
         k_lens: per-sample count of valid keys [B] (list, numpy or Tensor); keys at or past it are ignored.
             None means all Lk keys are valid.
         softmax_scale: defaults to 1/sqrt(D).
+        exact_fp32: compute in float32 on every backend (matmul, softmax, matmul; never the fused kernel).
+            The VAE needs it: the official VAE attention is a float32 SDPA, and the Wan2.2 VAE's single-head
+            middle attention has D = 640 (encoder) / 1024 (decoder), beyond the fused kernel's D <= 512.
     Returns:
         [B, Lq, N, D] in the dtype of q.
     """
@@ -298,9 +302,20 @@ def attention(q: Tensor, k: Tensor, v: Tensor, k_lens=None, softmax_scale: Optio
     lk = k.shape[1]
     scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
     lens = _lengths(k_lens, b, lk)
-    if backend() == "ascend":
-        return _attention_ascend(q, k, v, lens, scale)
-    return _attention_reference(q, k, v, lens, scale)
+    if exact_fp32 or backend() != "ascend":
+        # Classic ops (BatchMatMul, Softmax) have float32 kernels on CPU and Ascend alike.
+        return _attention_reference(q, k, v, lens, scale)
+    return _attention_ascend(q, k, v, lens, scale)
+
+
+# The documented limits of ops.flash_attention_score (MindSpore 2.7): D a multiple of 16, at most 512.
+FUSED_MAX_HEAD_DIM = 512
+FUSED_HEAD_DIM_MULTIPLE = 16
+
+
+def fused_attention_supports(head_dim: int) -> bool:
+    """True when ``ops.flash_attention_score`` accepts this head size."""
+    return head_dim % FUSED_HEAD_DIM_MULTIPLE == 0 and head_dim <= FUSED_MAX_HEAD_DIM
 
 
 def _attention_reference(q, k, v, lens, scale):
@@ -322,6 +337,11 @@ def _attention_reference(q, k, v, lens, scale):
 
 
 def _attention_ascend(q, k, v, lens, scale):
+    d = q.shape[-1]
+    if not fused_attention_supports(d):
+        raise ValueError(f"attention head size {d} is not supported by ops.flash_attention_score (a multiple of "
+                         f"{FUSED_HEAD_DIM_MULTIPLE}, at most {FUSED_MAX_HEAD_DIM}); call attention(..., "
+                         f"exact_fp32=True) for this layer")
     # The fused kernel takes half precision only; the official GPU path also casts float32 inputs to bf16.
     out_dtype = q.dtype
     half = q.dtype if q.dtype in (ms.float16, ms.bfloat16) else ms.bfloat16

@@ -349,15 +349,20 @@ class WanModel(nn.Cell):
         return {k: v for k, v in raw.items() if k in cls.CONFIG_KEYS}
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype=ms.float32, shard=None, strict: bool = True) -> "WanModel":
+    def from_pretrained(cls, path: str, dtype=ms.float32, shard=None, strict: bool = True, value_dtype=None,
+                        deltas=None) -> "WanModel":
         """Build and load a model from an official folder (``config.json`` + ``diffusion_pytorch_model*``
         safetensors, sharded or not, fp32 or bf16) or from a folder written by ``python -m convert``.
 
         Args:
             path: the model folder.
-            dtype: parameter dtype (modulation vectors stay float32).
+            dtype: parameter dtype; the modulation vectors are stored in float32 but hold values of ``dtype``
+                (rounded like the official ``model.to(dtype)``).
             shard: optional (rank, world_size): read only this rank's ZeRO3 rows of each large weight.
             strict: missing, unexpected or mis-shaped keys are errors naming the key.
+            value_dtype: round every value to this dtype (default ``dtype``): bf16 values in a float32 model is
+                ``--convert_model_dtype`` on CPU. deltas: added in float32 before that one rounding (a LoRA);
+                see ``checkpoint.load_into_cell``.
         """
         from wan.checkpoint import load_into_cell  # lazy: the checkpoint layer is only needed for loading
 
@@ -368,7 +373,8 @@ class WanModel(nn.Cell):
         config = cls.config_from_file(config_path)
         with nn.no_init_parameters():
             model = cls(**config, dtype=dtype)
-        load_into_cell(model, path, network=cls.NETWORK, strict=strict, shard=shard)
+        load_into_cell(model, path, network=cls.NETWORK, strict=strict, shard=shard, deltas=deltas,
+                       value_dtype=_dtype_name(dtype if value_dtype is None else value_dtype))
         model.set_train(False)
         return model
 
@@ -503,6 +509,11 @@ def _check_config(model_types, model_type, patch_size, dim, num_heads, freq_dim,
     if tuple(window_size) != (-1, -1):
         raise ValueError(f"window_size={tuple(window_size)}: only global attention (-1, -1) is supported, as in "
                          f"every released Wan2.2 checkpoint")
+
+
+def _dtype_name(dtype) -> str:
+    """ms.bfloat16 / "bf16" ... -> a name ``checkpoint.canonical_dtype`` accepts."""
+    return str(dtype).lower() if not isinstance(dtype, str) else dtype
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -387,7 +387,8 @@ class AttentionBlock(nn.Cell):
         q = qkv[:, :, :c].reshape(b * t, h * w, 1, c)
         k = qkv[:, :, c:2 * c].reshape(b * t, h * w, 1, c)
         v = qkv[:, :, 2 * c:].reshape(b * t, h * w, 1, c)
-        y = K.attention(q, k, v)  # [BT, HW, 1, C]
+        # float32 on every device, as the official SDPA on float32 inputs (and C = 640/1024 > the fused limit)
+        y = K.attention(q, k, v, exact_fp32=True)  # [BT, HW, 1, C]
         y = y.reshape(b * t, h * w, c).permute(0, 2, 1).reshape(b * t, c, h, w)
         y = self.proj(y)
         return images_to_frames(y, t) + identity
