@@ -323,3 +323,24 @@ def test_compute_dtype_runs_matmuls_in_half_precision(data):
     ref = expected["fp32/later_clip"]
     err = np.abs(out - ref).max()
     assert 0 < err < 2e-2 * np.abs(ref).max(), err
+
+
+# ------------------------------------------------------------------------------------------ multi-device
+
+def test_ulysses_and_zero3_with_two_msrun_ranks_match_official(tmp_path):
+    """A real 2-rank msrun job (tests/distributed/worker_s2v_parity.py): the S2V forward under Ulysses (audio
+    injected on each rank's own shard, no gather), and under ZeRO3 + Ulysses, equals the official output on
+    every rank."""
+    from test_distributed import _log, _msrun
+
+    code, seconds, log_dir = _msrun(tmp_path, "worker_s2v_parity.py", tmp_path)
+    assert code == 0, f"msrun failed ({seconds:.0f}s):\n{_log(log_dir, 0)[-3000:]}\n{_log(log_dir, 1)[-3000:]}"
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            result = json.load(f)
+        assert result["gathered_per_call"] > 0  # ZeRO3 really sharded weights
+        for case in ("later_clip", "first_clip"):
+            rec = result[case]
+            tol = 1e-4 * max(1.0, rec["scale"])
+            assert rec["ulysses_vs_official"] <= tol, (rank, case, rec)
+        assert result["later_clip"]["both_vs_official"] <= tol, (rank, result["later_clip"])
