@@ -30,8 +30,11 @@ EXAMPLE_PROMPT = {
     "i2v-A14B": ("Summer beach vacation style, a white cat wearing sunglasses sits on a surfboard. The fluffy-furred "
                  "feline gazes directly at the camera with a relaxed expression."),
     "ti2v-5B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+    "s2v-14B": ("Summer beach vacation style, a white cat wearing sunglasses sits on a surfboard. The fluffy-furred "
+                "feline gazes directly at the camera with a relaxed expression."),
 }
 EXAMPLE_IMAGE = os.path.join(ROOT, "examples", "i2v_input.png")
+EXAMPLE_AUDIO = os.path.join(ROOT, "examples", "talk.wav")
 
 log = logging.getLogger("wan")
 
@@ -78,6 +81,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lora_dir", default=None, help="LoRA folder (Wan2.2-Lightning layout); switches sampling to "
                                                     "the Lightning defaults (euler, 4 steps, shift 5, guide 1)")
     p.add_argument("--lora_scale", type=float, default=1.0, help="LoRA strength")
+    s2v = p.add_argument_group("speech-to-video (s2v-14B)")
+    s2v.add_argument("--audio", default=None, help="the speech / song that drives the video (wav, mp3, flac, ...)")
+    s2v.add_argument("--pose_video", default=None, help="a pose (DWPose) video that drives the body motion")
+    s2v.add_argument("--num_clip", type=int, default=None, help="number of clips (default: as many as the audio "
+                                                                "needs)")
+    s2v.add_argument("--infer_frames", type=int, default=None, help="frames per clip, a multiple of 4 (default 80; "
+                                                                   "48 is the official shorter choice)")
+    s2v.add_argument("--start_from_ref", action="store_true", help="start the video from the reference image")
+    s2v.add_argument("--enable_tts", action="store_true", help="official text-to-speech (not supported here)")
+    s2v.add_argument("--tts_prompt_audio", default=None, help=argparse.SUPPRESS)
+    s2v.add_argument("--tts_prompt_text", default=None, help=argparse.SUPPRESS)
+    s2v.add_argument("--tts_text", default=None, help=argparse.SUPPRESS)
     p.add_argument("--vae_tiled", action="store_true", help="decode/encode in spatial tiles to bound VAE memory")
     p.add_argument("--device_target", default=None, choices=["CPU", "Ascend"],
                    help="MindSpore device (default: Ascend if available, else CPU)")
@@ -224,6 +239,34 @@ def _validate_prompt_extension(args, task: TaskConfig) -> None:
         _check_local_model_kind(args.prompt_extend_model, with_image)
 
 
+def _validate_speech(args, task: TaskConfig, tiny) -> None:
+    """s2v flags: the audio (read here, so a bad file fails before loading), pose video, clip settings."""
+    if args.enable_tts:
+        raise ValueError("--enable_tts is not supported: the official text-to-speech downloads CosyVoice at run "
+                         "time; synthesise the speech yourself and pass the file with --audio")
+    if args.audio is None and args.embedded:
+        args.audio = EXAMPLE_AUDIO
+    if args.audio is None:
+        raise ValueError(f"{task.name} needs --audio (a wav, mp3 or flac file with the speech or song)")
+    if args.infer_frames is None:
+        args.infer_frames = tiny.get("infer_frames", task.frame_num) if tiny else task.frame_num
+    if args.infer_frames <= 0 or args.infer_frames % 4:
+        raise ValueError(f"--infer_frames {args.infer_frames} must be a positive multiple of 4 (e.g. 80 or 48)")
+    if args.num_clip is not None and args.num_clip < 1:
+        raise ValueError(f"--num_clip {args.num_clip} must be at least 1 (or leave it out to follow the audio)")
+    if args.frame_num is not None:
+        raise ValueError("s2v-14B takes --infer_frames (frames per clip) and --num_clip, not --frame_num")
+    from wan.utils.audio import load_audio
+    from wan.tasks.s2v_inputs import read_video_frames
+
+    load_audio(args.audio)  # raises ValueError for missing / unreadable / empty / silent
+    if args.pose_video is not None:
+        if not os.path.isfile(args.pose_video):
+            raise ValueError(f"--pose_video {args.pose_video!r} does not exist")
+        read_video_frames(args.pose_video, 1, task.sample_fps, from_start=True)  # readable, has frames
+    args.frame_num = args.infer_frames
+
+
 def validate(args, world_size: int = 1) -> argparse.Namespace:
     """Check every input and fill defaults, before anything heavy is imported or loaded."""
     from wan.pipeline import check_checkpoint_dir
@@ -237,9 +280,11 @@ def validate(args, world_size: int = 1) -> argparse.Namespace:
     if args.size is None:
         args.size = tiny["sizes"][0] if tiny else task.default_size
     args.size_wh = _parse_size(args.size, supported)
+    if task.kind == "s2v":
+        _validate_speech(args, task, tiny)
     if args.frame_num is None:
         args.frame_num = tiny["frame_num"] if tiny else task.frame_num
-    if args.frame_num < 1 or (args.frame_num - 1) % 4:
+    if task.kind != "s2v" and (args.frame_num < 1 or (args.frame_num - 1) % 4):
         raise ValueError(f"--frame_num {args.frame_num} is not 4n+1; use e.g. "
                          f"{max(1, (args.frame_num - 1) // 4 * 4 + 1)} or {((args.frame_num - 1) // 4 + 1) * 4 + 1}")
     args.tiny_note = tiny["note"] if tiny else None
@@ -279,6 +324,8 @@ def validate(args, world_size: int = 1) -> argparse.Namespace:
     if args.save_file is not None:
         from wan.utils.media import check_output_path
         args.save_file = check_output_path(args.save_file)
+        if task.kind == "s2v" and not args.save_file.lower().endswith(".mp4"):
+            raise ValueError("s2v-14B writes a video with sound; give --save_file an .mp4 name")
         if args.frame_num == 1 and args.save_file.lower().endswith(".mp4"):
             raise ValueError("--frame_num 1 makes an image; give --save_file a .png name")
     if args.lora_dir is not None:
@@ -371,6 +418,18 @@ def extend_prompts(args, parallel, world_size: int = 1) -> list:
     return extended
 
 
+def save_speech_video(video, path: str, fps: int, audio: str) -> None:
+    """The frames with the input audio muxed in; the file appears only once both are in it."""
+    import tempfile
+
+    from wan.utils.media import save_video
+    from wan.utils.mux import mux_audio
+
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        silent = save_video(video, os.path.join(tmp, "video.mp4"), fps=fps)
+        mux_audio(silent, audio, out_path=path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from wan.distributed import launch_info
@@ -427,13 +486,23 @@ def main(argv=None) -> int:
     for prompt, path in zip(prompts, paths):
         log.info("prompt: %s", prompt)
         t0 = time.perf_counter()
-        video = pipe.generate(prompt, size=args.size_wh, frame_num=args.frame_num, shift=args.sample_shift,
-                              sample_solver=args.sample_solver, sampling_steps=args.sample_steps,
-                              guide_scale=args.guide, seed=args.base_seed, image=args.image_pil,
-                              progress=parallel.is_main)
+        if task.kind == "s2v":
+            video = pipe.generate_speech(prompt, image=args.image_pil, audio=args.audio, size=args.size_wh,
+                                         infer_frames=args.infer_frames, shift=args.sample_shift,
+                                         pose_video=args.pose_video, num_clips=args.num_clip,
+                                         start_from_ref=args.start_from_ref, sample_solver=args.sample_solver,
+                                         sampling_steps=args.sample_steps, guide_scale=args.guide,
+                                         seed=args.base_seed, progress=parallel.is_main)
+        else:
+            video = pipe.generate(prompt, size=args.size_wh, frame_num=args.frame_num, shift=args.sample_shift,
+                                  sample_solver=args.sample_solver, sampling_steps=args.sample_steps,
+                                  guide_scale=args.guide, seed=args.base_seed, image=args.image_pil,
+                                  progress=parallel.is_main)
         if parallel.is_main:
             if args.frame_num == 1:
                 save_image(video, path)
+            elif task.kind == "s2v":
+                save_speech_video(video, path, task.sample_fps, args.audio)
             else:
                 save_video(video, path, fps=task.sample_fps)
             log.info("saved %s (%d frames, %dx%d) in %.1fs", path, video.shape[1], video.shape[3], video.shape[2],

@@ -77,6 +77,7 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
 
     latent = cond.constrain(latent)
     extras = cond.model_kwargs
+    extras_null = cond.model_kwargs if cond.model_kwargs_null is None else cond.model_kwargs_null
     steps = tqdm(list(timesteps), desc="denoising", unit="step", disable=not progress, file=sys.stdout)
     for t in steps:
         start = time.perf_counter()
@@ -90,7 +91,8 @@ def denoise(latent: np.ndarray, timesteps: Sequence, scheduler, experts: Dict[st
         if expert.guide_scale == 1.0:
             noise_pred = cond_pred.asnumpy()
         else:
-            uncond = expert.model(x, t=t_model, context=context_null, seq_len=cond.seq_len, **extras)[0].asnumpy()
+            uncond = expert.model(x, t=t_model, context=context_null, seq_len=cond.seq_len,
+                                  **extras_null)[0].asnumpy()
             noise_pred = uncond + np.float32(expert.guide_scale) * (cond_pred.asnumpy() - uncond)
         latent = scheduler.step(noise_pred[None], t, latent[None], return_dict=False)[0][0]
         latent = cond.constrain(np.asarray(latent, np.float32))
@@ -113,6 +115,8 @@ def checkpoint_files(task: TaskConfig, ckpt_dir: str) -> Dict[str, str]:
         files["low_noise"] = os.path.join(ckpt_dir, task.low_noise_checkpoint)
     else:
         files["dit"] = ckpt_dir
+    if task.audio_encoder:
+        files["audio"] = os.path.join(ckpt_dir, task.audio_encoder)
     return files
 
 
@@ -126,7 +130,7 @@ def check_checkpoint_dir(task: TaskConfig, ckpt_dir: str) -> Dict[str, str]:
     for role, path in files.items():
         if role in ("tokenizer",) and not os.path.isdir(path):
             missing.append(path + "/ (tokenizer folder)")
-        elif role in ("dit", "high_noise", "low_noise"):
+        elif role in ("dit", "high_noise", "low_noise", "audio"):
             if not os.path.isfile(os.path.join(path, "config.json")):
                 missing.append(os.path.join(path, "config.json"))
         elif role in ("t5", "vae") and not os.path.isfile(path) and not _converted(path):
@@ -251,6 +255,17 @@ class WanPipeline:
                                   model_config=infer_vae_config(vae_path, "2.2"))
         log.info("VAE %s loaded in %.1fs", task.vae_version, time.perf_counter() - t0)
 
+        dit_class = WanModel
+        self.audio_encoder = None
+        if task.kind == "s2v":
+            from .modules.s2v.audio_encoder import AudioEncoder
+            from .modules.s2v.model_s2v import WanModel_S2V
+
+            dit_class = WanModel_S2V
+            t0 = time.perf_counter()
+            self.audio_encoder = AudioEncoder(model_id=files["audio"])
+            log.info("audio encoder loaded in %.1fs", time.perf_counter() - t0)
+
         lora_files = find_lora_files(task, lora_dir) if lora_dir else {}
         self.experts: Dict[str, Expert] = {}
         roles = ("high_noise", "low_noise") if task.two_experts else ("dit",)
@@ -260,8 +275,8 @@ class WanPipeline:
             if role in lora_files:  # merged while loading: float32 base + delta, then one rounding
                 from wan.checkpoint.lora import LoraDeltas
                 lora = LoraDeltas(lora_files[role], scale=lora_scale)
-            model = WanModel.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard,
-                                             value_dtype=dit_values, deltas=lora)
+            model = dit_class.from_pretrained(files[role], dtype=dit_dtype, shard=self.parallel.dit_shard,
+                                               value_dtype=dit_values, deltas=lora)
             if lora is not None:
                 lora.close()
                 log.info("merged LoRA %s into %s (%d weights)", lora_files[role], role, len(lora.applied))
@@ -349,6 +364,96 @@ class WanPipeline:
         video = self.vae.decode([Tensor(latent)], tiled=self.vae_tiled)[0].asnumpy()
         timings["decode"] = time.perf_counter() - t0
         return video
+
+
+    # ----------------------------------------------------------------------------- speech to video
+    def generate_speech(self, prompt: str, *, image, audio: str, size: Tuple[int, int], infer_frames: int,
+                        shift: float, pose_video: Optional[str] = None, num_clips: Optional[int] = None,
+                        start_from_ref: bool = False, sample_solver: str = "unipc", sampling_steps: int = 40,
+                        guide_scale=4.5, n_prompt: str = "", seed: int = -1, noise: Optional[Sequence] = None,
+                        progress: bool = True, timings: Optional[dict] = None) -> Optional[np.ndarray]:
+        """s2v: a video of whole clips driven by ``audio`` (a file path), from the reference ``image`` (PIL).
+
+        ``size`` (width, height) gives the area; the output follows the image's aspect ratio. ``num_clips``
+        caps the clip count (default: as many as the audio needs). ``noise``: one initial latent per clip
+        (overrides the seeds ``seed + clip``). Returns float32 [3, F, H, W] in [-1, 1] on the main rank.
+        """
+        from mindspore import Tensor
+
+        from .tasks.s2v_inputs import pose_clips
+        from .utils.fm_solvers import make_scheduler
+
+        task, builder = self.task, self.builder
+        plan = builder.plan(size, infer_frames, image)
+        scale = float(guide_scale if np.isscalar(guide_scale) else guide_scale[0])
+        self.experts["dit"].guide_scale = 1.0 if scale <= 1.0 else scale  # official: CFG only above 1
+        n_prompt = n_prompt or task.sample_neg_prompt
+        seed = seed if seed >= 0 else random.randint(0, 2 ** 63 - 1)
+        timings = timings if timings is not None else {}
+        dit = self.experts["dit"].model
+
+        t0 = time.perf_counter()
+        context, context_null = self.encode_text(prompt, n_prompt)
+        timings["text"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        features = self.audio_encoder.extract_audio_feat(audio, return_all_layers=True)
+        buckets, audio_clips = self.audio_encoder.get_audio_embed_bucket_fps(
+            features, fps=task.sample_fps, batch_frames=infer_frames, m=0)
+        buckets = np.asarray(buckets.asnumpy() if hasattr(buckets, "asnumpy") else buckets, np.float32)
+        # [frames, layers, dim] -> [1, layers, dim, frames]: the DiT slices one clip's frames off the end axis.
+        audio_features = buckets.transpose(1, 2, 0)[None] if buckets.ndim == 3 else buckets.T[None]
+        clips = audio_clips if num_clips is None else min(num_clips, audio_clips)
+        timings["audio"] = time.perf_counter() - t0
+        if noise is not None and len(noise) < clips:
+            raise ValueError(f"noise has {len(noise)} clip latents; this request needs {clips}")
+
+        t0 = time.perf_counter()
+        ref = builder.reference(plan, image)
+        motion = builder.initial_motion(plan, ref, start_from_ref)
+        drop_first = task.drop_first_motion and not start_from_ref
+        ref_latent = self._encode(ref)[None]
+        motion_latent = self._encode(motion)[None]
+        poses = pose_clips(pose_video, clips, infer_frames, plan.height, plan.width, task.sample_fps) \
+            if pose_video else None
+        timings["conditions"] = time.perf_counter() - t0
+
+        step_timing = StepTiming()
+        frames = []
+        for r in range(clips):
+            if poses is not None:
+                pose_latent = self._encode(next(poses)[0])[None][:, :, 1:]
+            else:  # the official code encodes a blank clip and multiplies it by 0
+                pose_latent = np.zeros((1,) + plan.latent_shape[:1] + (infer_frames // task.vae_stride[0],)
+                                       + plan.latent_shape[2:], np.float32)
+            cond = builder.clip_conditions(plan, r, ref_latent=Tensor(ref_latent),
+                                           motion_latent=Tensor(motion_latent), pose_latent=Tensor(pose_latent),
+                                           audio=audio_features, drop_first_motion=drop_first,
+                                           seq_multiple=self.parallel.sequence_multiple)
+            start = noise[r] if noise is not None else make_noise(plan.latent_shape, seed + r)
+            scheduler, timesteps = make_scheduler(sample_solver, sampling_steps, shift, task.num_train_timesteps)
+            latent = denoise(np.asarray(start, np.float32), timesteps, scheduler, self.experts, None, context,
+                             context_null, cond,
+                             on_expert=lambda e: self.offload.use(e.model, self.text_encoder.model),
+                             progress=progress, timing=step_timing)
+            dropped = drop_first and r == 0
+            # Every rank decodes: the next clip's motion latent is the encode of the newest frames.
+            head = ref_latent[0] if dropped else motion_latent[0]
+            self.offload.use(self.vae.model, dit)
+            video = self.vae.decode([Tensor(np.concatenate([head, latent], axis=1))],
+                                    tiled=self.vae_tiled)[0].asnumpy()
+            new = builder.keep_frames(video, infer_frames, dropped)
+            motion = builder.next_motion(motion, new)
+            if r + 1 < clips:
+                motion_latent = self._encode(motion)[None]
+            frames.append(new)
+            log.info("clip %d/%d: %d frames", r + 1, clips, new.shape[1])
+        timings["steps"] = step_timing.times
+        timings["dit_forwards"] = step_timing.forwards
+        timings["clips"] = clips
+        if not self.parallel.is_main:
+            return None
+        return np.concatenate(frames, axis=1)
 
 
 def find_lora_files(task: TaskConfig, lora_dir: str) -> Dict[str, str]:

@@ -13,12 +13,17 @@ SAMPLE_NEG_PROMPT = ("色调艳丽，过曝，静态，细节模糊不清，字�
                      "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
                      "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
 
+# The official S2V negative prompt (wan/configs/wan_s2v_14B.py), verbatim for the same reason.
+S2V_NEG_PROMPT = ("画面模糊，最差质量，画面模糊，细节模糊不清，情绪激动剧烈，手快速抖动，字幕，丑陋的，残缺的，多余的手指，"
+                  "画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+                  "三条腿，背景人很多，倒着走")
+
 
 @dataclass(frozen=True)
 class TaskConfig:
     """Everything a task needs besides the weights. ``size`` strings are "W*H" as on the official CLI."""
     name: str
-    kind: str                        # "t2v" | "i2v" | "ti2v": which conditions the pipeline builds
+    kind: str                        # "t2v" | "i2v" | "ti2v" | "s2v": which builder (wan.tasks) it uses
     vae_version: str                 # "2.1" | "2.2"
     vae_checkpoint: str
     vae_stride: Tuple[int, int, int]
@@ -42,9 +47,14 @@ class TaskConfig:
     patch_size: Tuple[int, int, int] = (1, 2, 2)
     param_dtype: str = "bfloat16"
     sample_neg_prompt: str = SAMPLE_NEG_PROMPT
+    # s2v: the audio front end's folder inside the checkpoint, the video frames of motion context carried from
+    # clip to clip, and whether the first clip ignores that (still grey) context.
+    audio_encoder: Optional[str] = None
+    motion_frames: int = 0
+    drop_first_motion: bool = False
 
     def __post_init__(self):
-        if self.kind not in ("t2v", "i2v", "ti2v"):
+        if self.kind not in ("t2v", "i2v", "ti2v", "s2v"):
             raise ValueError(f"task {self.name}: unknown kind {self.kind!r}")
         if self.vae_version not in ("2.1", "2.2"):
             raise ValueError(f"task {self.name}: unknown VAE version {self.vae_version!r}")
@@ -78,6 +88,12 @@ TASKS: Dict[str, TaskConfig] = {
         name="ti2v-5B", kind="ti2v", vae_version="2.2", vae_checkpoint="Wan2.2_VAE.pth", vae_stride=(4, 16, 16),
         z_dim=48, supported_sizes=("704*1280", "1280*704"), default_size="1280*704", sample_shift=5.0,
         sample_steps=50, sample_guide_scale=(5.0, 5.0), frame_num=121, sample_fps=24, accepts_image=True),
+    "s2v-14B": TaskConfig(
+        name="s2v-14B", kind="s2v", vae_version="2.1", vae_checkpoint="Wan2.1_VAE.pth", vae_stride=(4, 8, 8),
+        z_dim=16, supported_sizes=_A14B_SIZES + ("1024*704", "704*1024", "704*1280", "1280*704"),
+        default_size="1280*720", sample_shift=3.0, sample_steps=40, sample_guide_scale=(4.5, 4.5), frame_num=80,
+        needs_image=True, accepts_image=True, audio_encoder="wav2vec2-large-xlsr-53-english", motion_frames=73,
+        drop_first_motion=True, sample_neg_prompt=S2V_NEG_PROMPT),
 }
 
 

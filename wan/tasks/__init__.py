@@ -7,7 +7,7 @@ a ``TaskConfig`` entry with that ``kind`` in ``wan.configs``. No loop or pipelin
     t2v   text only; --size is the frame                                   (t2v.py)
     i2v   image = first frame; --size is an area; y = mask + image latent  (i2v.py)
     ti2v  t2v, or with an image a frozen first latent frame at t = 0       (ti2v.py)
-    s2v   speech-to-video: reference image, audio and pose conditions      (s2v.py, added with the S2V model)
+    s2v   speech-to-video: reference image, audio and pose conditions      (s2v.py, s2v_inputs.py)
 
 Dependencies point down: this package imports wan.configs, wan.utils (and wan.modules when a task needs a network
 of its own), never wan.pipeline.
@@ -21,13 +21,15 @@ from .base import (Conditions, ConditionsBuilder, Encoder, FrozenFirstFrame, Geo
                    padded_seq_len)
 from .i2v import ImageToVideo, first_frame_mask, i2v_latent_size
 from .t2v import TextToVideo
+from .s2v import SpeechToVideo
 from .ti2v import TextImageToVideo, best_output_size
 
-# kind (TaskConfig.kind) -> builder class. The S2V session adds: "s2v": SpeechToVideo (from .s2v).
+# kind (TaskConfig.kind) -> builder class.
 BUILDERS: Dict[str, Type[ConditionsBuilder]] = {
     TextToVideo.kind: TextToVideo,
     ImageToVideo.kind: ImageToVideo,
     TextImageToVideo.kind: TextImageToVideo,
+    SpeechToVideo.kind: SpeechToVideo,
 }
 
 
@@ -40,5 +42,5 @@ def get_builder(task: TaskConfig) -> ConditionsBuilder:
 
 
 __all__ = ["BUILDERS", "get_builder", "Conditions", "ConditionsBuilder", "Encoder", "FrozenFirstFrame", "Geometry",
-           "latent_frames", "padded_seq_len", "TextToVideo", "ImageToVideo", "TextImageToVideo", "best_output_size",
+           "latent_frames", "padded_seq_len", "TextToVideo", "ImageToVideo", "TextImageToVideo", "SpeechToVideo", "best_output_size",
            "i2v_latent_size", "first_frame_mask"]

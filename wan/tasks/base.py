@@ -55,13 +55,15 @@ class Conditions:
     """What the loop needs besides the text, for one request.
 
     latent_shape: [C, F, h, w]; seq_len: padded token count passed to the DiT; output_size: (width, height);
-    model_kwargs: extra keyword arguments of every DiT call (both CFG branches).
+    model_kwargs: extra keyword arguments of every DiT call (both CFG branches unless ``model_kwargs_null`` is
+    set: s2v silences the audio of the unconditional branch).
     The default hooks describe plain text-to-video: one timestep for all tokens, nothing frozen.
     """
     latent_shape: Tuple[int, int, int, int]
     seq_len: int
     output_size: Tuple[int, int]
     model_kwargs: Dict[str, object] = field(default_factory=dict)
+    model_kwargs_null: Optional[Dict[str, object]] = None  # the unconditional branch's, when they differ (s2v)
 
     def timestep(self, t: float) -> np.ndarray:
         """The model's ``t`` for a step at timestep ``t``: float32 [1] here (one value for every token)."""
