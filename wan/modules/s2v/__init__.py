@@ -2,7 +2,10 @@
 from .audio_encoder import AudioEncoder
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 
+from .model_s2v import WanModel_S2V  # noqa: E402
+
 __all__ = [
+    "WanModel_S2V",
     "AudioEncoder",
     "Wav2Vec2Config",
     "Wav2Vec2ForCTC",
