@@ -370,6 +370,8 @@ def dit_geometry(args) -> tuple:
 
     task = args.task_config
     files = checkpoint_files(task, args.ckpt_dir)
+    if task.kind == "s2v":
+        from wan.modules.s2v.model_s2v import WanModel_S2V as WanModel  # noqa: N814 - same config reader
     config = WanModel.config_from_file(os.path.join(files["high_noise" if task.two_experts else "dit"],
                                                     "config.json"))
     return config.get("num_heads", 16), args.geometry.tokens(task.patch_size)

@@ -111,3 +111,31 @@ def test_silent_or_unreadable_audio_is_refused(tmp_path, capsys):
     assert generate.main(BASE + ["--audio", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 2, err
+
+
+def test_two_rank_zero3_ulysses_equals_the_single_device_video(tmp_path):
+    import subprocess
+    import sys
+
+    import imageio.v3 as iio
+    from test_distributed import _log, _msrun
+
+    common = BASE + ["--ckpt_dir", TINY, "--num_clip", "2", "--prompt", "a cat talks", "--audio",
+                     os.path.join(ROOT, "examples", "talk.wav"), "--image", os.path.join(ROOT, "examples", "i2v_input.png")]
+    single = str(tmp_path / "single.mp4")
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), *common, "--save_file", single],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")[-3000:]
+    dist = str(tmp_path / "dist.mp4")
+    code, seconds, log_dir = _msrun(tmp_path, os.path.join(ROOT, "generate.py"), *common, "--save_file", dist,
+                                    "--dit_zero3", "--t5_zero3", "--ulysses_size", "2")
+    logs = [_log(log_dir, r) for r in range(2)]
+    assert code == 0, f"msrun failed ({seconds:.0f}s):\n{logs[0][-3000:]}\n{logs[1][-3000:]}"
+    assert "ulysses 2, dit_zero3 True, t5_zero3 True" in logs[0]
+    a, b = iio.imread(single).astype(np.float64), iio.imread(dist).astype(np.float64)
+    assert a.shape == b.shape and a.shape[0] == 21
+    mse = ((a - b) ** 2).mean()
+    psnr = 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    assert psnr > 40, f"2-rank s2v video is {psnr:.1f} dB from the single-device one"
+    assert "Audio: aac" in probe_streams(dist)
