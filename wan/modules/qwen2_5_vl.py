@@ -122,7 +122,7 @@ class Qwen2_5_VLConfig:
 # ---------------------------------------------------------------------------------- image preprocessing
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
-                 max_pixels: int = 28 * 28 * 1280) -> Tuple[int, int]:
+                 max_pixels: int = 28 * 28 * 1280, at_least_factor: bool = False) -> Tuple[int, int]:
     """The (height, width) Qwen2VLImageProcessor resizes to: both multiples of ``factor`` (patch * merge), the
     area within [min_pixels, max_pixels], the aspect ratio kept as closely as that allows.
 
@@ -135,6 +135,8 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56
         raise ValueError(f"image aspect ratio {max(height, width) / min(height, width):.1f} exceeds 200; crop the "
                          "image to a less extreme shape")
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if at_least_factor:  # qwen_vl_utils.fetch_image's variant: a side never rounds down to 0
+        h_bar, w_bar = max(factor, h_bar), max(factor, w_bar)
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)

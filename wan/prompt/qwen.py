@@ -142,23 +142,13 @@ VL_MIN_PIXELS, VL_MAX_PIXELS = 256 * 28 * 28, 1280 * 28 * 28
 def fetch_resize(image, factor: int = 28):
     """The official pre-resize of an input image (qwen_vl_utils.fetch_image): RGB, each side rounded to a multiple
     of ``factor`` (at least ``factor``), scaled down or up into [4, 16384] * 28 * 28 pixels, bicubic."""
-    import math
-
     from PIL import Image
+
+    from ..modules.qwen2_5_vl import smart_resize
 
     image = image.convert("RGB")
     w, h = image.size
-    if max(h, w) / min(h, w) > 200:
-        raise ValueError(f"image aspect ratio {max(h, w) / min(h, w):.1f} exceeds 200; crop the image")
-    h_bar, w_bar = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
-    if h_bar * w_bar > _FETCH_MAX_PIXELS:
-        beta = math.sqrt(h * w / _FETCH_MAX_PIXELS)
-        h_bar = max(factor, math.floor(h / beta / factor) * factor)
-        w_bar = max(factor, math.floor(w / beta / factor) * factor)
-    elif h_bar * w_bar < _FETCH_MIN_PIXELS:
-        beta = math.sqrt(_FETCH_MIN_PIXELS / (h * w))
-        h_bar = math.ceil(h * beta / factor) * factor
-        w_bar = math.ceil(w * beta / factor) * factor
+    h_bar, w_bar = smart_resize(h, w, factor, _FETCH_MIN_PIXELS, _FETCH_MAX_PIXELS, at_least_factor=True)
     return image.resize((w_bar, h_bar), Image.BICUBIC)
 
 
