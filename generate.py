@@ -35,6 +35,8 @@ EXAMPLE_PROMPT = {
 }
 EXAMPLE_IMAGE = os.path.join(ROOT, "examples", "i2v_input.png")
 EXAMPLE_AUDIO = os.path.join(ROOT, "examples", "talk.wav")
+# Embedded random Qwen2.5 / Qwen2.5-VL for the local extension on the tiny default (no --ckpt_dir)
+TINY_QWEN = {False: os.path.join(TINY_DIR, "qwen2.5"), True: os.path.join(TINY_DIR, "qwen2.5-vl")}
 
 log = logging.getLogger("wan")
 
@@ -221,6 +223,10 @@ def _validate_prompt_extension(args, task: TaskConfig) -> None:
         if importlib.util.find_spec("dashscope") is None:
             raise ValueError(f"--prompt_extend_method dashscope needs the dashscope SDK: {SDK_HINT}")
         return
+    if model is None and args.embedded:  # the tiny default run stays offline: the embedded random Qwen
+        model = TINY_QWEN[with_image]
+        print(f"prompt extension: embedded tiny random {os.path.basename(model)} (its prompts are nonsense); pass "
+              f"--prompt_extend_model for a real Qwen")
     if model is not None and _looks_like_path(model):
         model = os.path.expanduser(model)
         if not os.path.isdir(model):
